@@ -1,0 +1,95 @@
+// Runtime SQL on rppd_event_queue. Batched: one round trip per batch of events.
+import type pg from 'pg';
+import { rppdTable } from '../ident.ts';
+
+export interface EventRow {
+  id: string;
+  schema_table: string;
+  trig: number;
+  new_row: Record<string, unknown> | null;
+  old_row: Record<string, unknown> | null;
+  done_fns: number[];
+  attempts: number;
+  /** rppd_wake.functions_version in the snapshot that read this event. */
+  fv: string;
+}
+
+const columns = 'id, schema_table, trig, new_row, old_row, done_fns, attempts';
+const withVersion = (schema: string) => `(SELECT functions_version FROM ${rppdTable(schema, 'rppd_wake')}) AS fv`;
+
+/** The next events after `afterId`, in id (capture) order. */
+export async function readEventsAfter(db: pg.ClientBase | pg.Pool, schema: string, afterId: string, limit: number) {
+  const { rows } = await db.query<EventRow>(
+    `SELECT ${columns}, ${withVersion(schema)} FROM ${rppdTable(schema, 'rppd_event_queue')} WHERE id > $1 ORDER BY id LIMIT $2`,
+    [afterId, limit],
+  );
+  return rows;
+}
+
+/** Ids at or below the cursor: events admitted earlier plus any that committed late. */
+export async function readEventIdsUpTo(db: pg.ClientBase | pg.Pool, schema: string, cursor: string) {
+  const { rows } = await db.query<{ id: string }>(
+    `SELECT id FROM ${rppdTable(schema, 'rppd_event_queue')} WHERE id <= $1 ORDER BY id`,
+    [cursor],
+  );
+  return rows.map((r) => r.id);
+}
+
+export async function readEventsByIds(db: pg.ClientBase | pg.Pool, schema: string, ids: string[]) {
+  const { rows } = await db.query<EventRow>(
+    `SELECT ${columns}, ${withVersion(schema)} FROM ${rppdTable(schema, 'rppd_event_queue')} WHERE id = ANY($1::bigint[]) ORDER BY id`,
+    [ids],
+  );
+  return rows;
+}
+
+export async function deleteEvents(db: pg.ClientBase, schema: string, ids: string[]): Promise<number> {
+  if (ids.length === 0) return 0;
+  const res = await db.query(`DELETE FROM ${rppdTable(schema, 'rppd_event_queue')} WHERE id = ANY($1::bigint[])`, [
+    ids,
+  ]);
+  return res.rowCount ?? 0;
+}
+
+/** Record functions that finished for events that still have others to run. */
+export async function addDoneFunctions(
+  db: pg.ClientBase,
+  schema: string,
+  done: { id: string; fns: number[] }[],
+): Promise<void> {
+  if (done.length === 0) return;
+  await db.query(
+    `UPDATE ${rppdTable(schema, 'rppd_event_queue')} q
+        SET done_fns = q.done_fns || d.fns
+       FROM jsonb_to_recordset($1::jsonb) AS d(id bigint, fns int[])
+      WHERE q.id = d.id`,
+    [JSON.stringify(done)],
+  );
+}
+
+/** Count of a retry (transient failures) with its reason, for operators. */
+export async function recordAttempts(
+  db: pg.ClientBase | pg.Pool,
+  schema: string,
+  attempts: { id: string; attempts: number; error: string }[],
+): Promise<void> {
+  if (attempts.length === 0) return;
+  await db.query(
+    `UPDATE ${rppdTable(schema, 'rppd_event_queue')} q
+        SET attempts = d.attempts, last_error = d.error
+       FROM jsonb_to_recordset($1::jsonb) AS d(id bigint, attempts int, error text)
+      WHERE q.id = d.id`,
+    [JSON.stringify(attempts)],
+  );
+}
+
+export async function countEvents(db: pg.ClientBase | pg.Pool, schema: string): Promise<number> {
+  const { rows } = await db.query<{ n: string }>(`SELECT count(*) AS n FROM ${rppdTable(schema, 'rppd_event_queue')}`);
+  return Number(rows[0]?.n ?? 0);
+}
+
+export async function setWakeSleeping(db: pg.ClientBase | pg.Pool, schema: string, sleeping: boolean): Promise<void> {
+  await db.query(`UPDATE ${rppdTable(schema, 'rppd_wake')} SET sleeping = $1 WHERE sleeping IS DISTINCT FROM $1`, [
+    sleeping,
+  ]);
+}

@@ -1,0 +1,121 @@
+// Batches what finished runs must write: log rows, functions done for events that
+// still have others to run, and the deletion of finished events. One transaction
+// per batch; while one batch is being written the next one collects.
+import type pg from 'pg';
+import { inTransaction } from '../db/pool.ts';
+import { addDoneFunctions, deleteEvents } from '../db/queries/events.ts';
+import { insertLogs, type LogRow } from '../db/queries/logs.ts';
+import { backoffMs, delay } from '../util/backoff.ts';
+import { coerceError } from '../util/errors.ts';
+
+export interface Completer {
+  log(row: LogRow): void;
+  fnDone(eventId: string, fnId: number): void;
+  eventDone(eventId: string): void;
+  /** Event ids whose deletion is not yet committed. */
+  isPending(eventId: string): boolean;
+  /** Resolves once everything handed over so far is written. */
+  flush(): Promise<void>;
+  pendingCount(): number;
+}
+
+export interface CompleterOptions {
+  pool: pg.Pool;
+  schema: string;
+  onError: (err: Error) => void;
+  onFlushed: (events: string[]) => void;
+  /** Optional guard run inside the batch transaction (the cluster's epoch fence). */
+  fence?: (client: pg.PoolClient) => Promise<void>;
+}
+
+// Strings in jsonb may not contain NUL; output is user data.
+function clean(text: string | null): string | null {
+  return text === null ? null : text.replaceAll('\u0000', '\\u0000');
+}
+
+export function makeCompleter(options: CompleterOptions): Completer {
+  let logs: LogRow[] = [];
+  let done = new Map<string, number[]>();
+  let deletes: string[] = [];
+  const pendingDelete = new Set<string>();
+  let writing: Promise<void> | null = null;
+  let again = false;
+  let failures = 0;
+
+  function schedule(): void {
+    if (writing) {
+      again = true;
+      return;
+    }
+    writing = (async () => {
+      do {
+        again = false;
+        await writeBatch();
+      } while (again || logs.length || done.size || deletes.length);
+    })().finally(() => {
+      writing = null;
+    });
+  }
+
+  async function writeBatch(): Promise<void> {
+    const batchLogs = logs;
+    const batchDone = done;
+    const batchDeletes = deletes;
+    logs = [];
+    done = new Map();
+    deletes = [];
+    if (!batchLogs.length && !batchDone.size && !batchDeletes.length) return;
+    try {
+      await inTransaction(options.pool, async (client) => {
+        if (options.fence) await options.fence(client);
+        await insertLogs(
+          client,
+          options.schema,
+          batchLogs.map((l) => ({ ...l, output: clean(l.output), error_msg: clean(l.error_msg) })),
+        );
+        const deleting = new Set(batchDeletes);
+        await addDoneFunctions(
+          client,
+          options.schema,
+          [...batchDone].filter(([id]) => !deleting.has(id)).map(([id, fns]) => ({ id, fns })),
+        );
+        await deleteEvents(client, options.schema, batchDeletes);
+      });
+      failures = 0;
+      for (const id of batchDeletes) pendingDelete.delete(id);
+      options.onFlushed(batchDeletes);
+    } catch (err) {
+      // Nothing is lost: the batch goes back in front and is written on the next try.
+      options.onError(new Error('writing finished runs failed; will retry', { cause: coerceError(err) }));
+      logs = batchLogs.concat(logs);
+      for (const [id, fns] of done) batchDone.set(id, [...(batchDone.get(id) ?? []), ...fns]);
+      done = batchDone;
+      deletes = batchDeletes.concat(deletes);
+      await delay(backoffMs(failures++));
+      again = true;
+    }
+  }
+
+  return {
+    log(row) {
+      logs.push(row);
+      schedule();
+    },
+    fnDone(eventId, fnId) {
+      const list = done.get(eventId);
+      if (list) list.push(fnId);
+      else done.set(eventId, [fnId]);
+      schedule();
+    },
+    eventDone(eventId) {
+      deletes.push(eventId);
+      pendingDelete.add(eventId);
+      schedule();
+    },
+    isPending: (id) => pendingDelete.has(id),
+    pendingCount: () => pendingDelete.size,
+    async flush() {
+      while (writing) await writing;
+    },
+  };
+}

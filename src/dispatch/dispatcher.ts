@@ -1,0 +1,294 @@
+// The master's loop: read committed events in capture order, plan their runs,
+// keep topic order (scheduler.ts), hand ready runs to an executor, and hand
+// finished ones to the completer. The table is the truth: a new master starts
+// from an empty memory and re-reads everything still in rppd_event_queue.
+import type pg from 'pg';
+import type { EventRow } from '../db/queries/events.ts';
+import { readEventIdsUpTo, readEventsAfter, readEventsByIds, setWakeSleeping } from '../db/queries/events.ts';
+import type { NodeEvents } from '../events/nodeEvents.ts';
+import type { RunResult } from '../runtimes/runtime.ts';
+import { backoffMs, delay } from '../util/backoff.ts';
+import { coerceError, errorMessage } from '../util/errors.ts';
+import type { Completer } from './completer.ts';
+import type { FunctionRegistry } from './functionRegistry.ts';
+import { type PlannedRun, planRuns, trigValue } from './planRuns.ts';
+import { type SchedRun, Scheduler } from './scheduler.ts';
+
+export interface RunExecutor {
+  /** How many more runs may start now. */
+  freeSlots(): number;
+  /** Runs one function for one event somewhere; resolves with its result, never rejects. */
+  execute(run: PlannedRun): Promise<RunResult & { nodeId: number }>;
+}
+
+export interface DispatcherOptions {
+  pool: pg.Pool;
+  schema: string;
+  registry: FunctionRegistry;
+  executor: RunExecutor;
+  completer: Completer;
+  events: NodeEvents;
+  /** Events held in memory at most (the rest wait in the table). */
+  windowSize?: number;
+  /** Poll interval while events keep arriving (no NOTIFY is sent then). */
+  awakePollMs?: number;
+  /** How long after the last event the dispatcher stays awake before it sleeps on NOTIFY. */
+  awakeMs?: number;
+  /** Fallback poll while asleep (a NOTIFY can be lost on reconnect). */
+  pollMs: number;
+  /** How often ids at or below the cursor are re-read to catch events that committed late. */
+  sweepMs?: number;
+  /** Attempts of a run that keeps failing on a database connection error. */
+  maxAttempts: number;
+}
+
+export interface Dispatcher {
+  start(): void;
+  /** A hint that new events may be there (NOTIFY). */
+  wake(): void;
+  /** Stop reading; wait up to graceMs for running runs; write what finished. */
+  stop(graceMs: number): Promise<void>;
+  stats(): { admitted: number; queued: number; running: number };
+}
+
+type Payload = PlannedRun & { attempt: number; lastError?: string };
+
+export function makeDispatcher(options: DispatcherOptions): Dispatcher {
+  const { pool, schema, registry, executor, completer, events } = options;
+  const windowSize = options.windowSize ?? 5000;
+  const awakePollMs = options.awakePollMs ?? 5;
+  const awakeMs = options.awakeMs ?? 2000;
+  const sweepMs = options.sweepMs ?? 1000;
+
+  const admitted = new Map<string, true>();
+  const scheduler = new Scheduler<Payload>((job) => {
+    completer.eventDone(job.id);
+  });
+  let cursor = '0';
+  let running = 0;
+  let stopped = false;
+  let sleeping: boolean | null = null;
+  let lastActivity = Date.now();
+  let lastSweep = 0;
+  let wakeUp: (() => void) | null = null;
+  let loopDone: Promise<void> = Promise.resolve();
+  let idleWaiters: (() => void)[] = [];
+
+  function signal(): void {
+    const w = wakeUp;
+    wakeUp = null;
+    w?.();
+  }
+
+  function waitSignal(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const timer = setTimeout(() => {
+        wakeUp = null;
+        resolve();
+      }, ms);
+      wakeUp = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+  }
+
+  async function admit(rows: EventRow[]): Promise<void> {
+    if (rows.length === 0) return;
+    // Functions changed in or before the snapshot that read these events must be known first.
+    await registry.ensureVersion(rows.reduce((max, r) => (BigInt(r.fv) > max ? BigInt(r.fv) : max), 0n));
+    const pks = await registry.pkColumns(new Set(rows.map((r) => r.schema_table)));
+    for (const row of rows) {
+      if (admitted.has(row.id) || completer.isPending(row.id)) continue;
+      admitted.set(row.id, true);
+      const runs = planRuns(row, registry.forTable(row.schema_table), pks.get(row.schema_table) ?? []);
+      scheduler.add(
+        row.id,
+        runs.map((r) => ({ queueKey: r.queueKey, ordered: r.ordered, payload: { ...r, attempt: row.attempts } })),
+      );
+    }
+    const last = rows[rows.length - 1]!.id;
+    if (BigInt(last) > BigInt(cursor)) cursor = last;
+    events.emit('events:admitted', { count: rows.length, lastId: last });
+    pump();
+  }
+
+  /** Events at or below the cursor that we do not know: they committed after we read past them. */
+  async function sweep(): Promise<void> {
+    lastSweep = Date.now();
+    if (cursor === '0') return;
+    const ids = await readEventIdsUpTo(pool, schema, cursor);
+    const missing = ids.filter((id) => !admitted.has(id) && !completer.isPending(id));
+    if (missing.length) await admit(await readEventsByIds(pool, schema, missing.slice(0, windowSize)));
+  }
+
+  function pump(): void {
+    if (stopped) return;
+    const free = executor.freeSlots();
+    if (free <= 0) return;
+    for (const run of scheduler.take(free)) void execute(run);
+  }
+
+  async function execute(run: SchedRun<Payload>): Promise<void> {
+    const p = run.payload;
+    running++;
+    const startedAt = new Date();
+    events.emit('run:started', { eventId: p.input.eventId, fnId: p.fn.id, nodeId: -1 });
+    let result: RunResult & { nodeId: number };
+    try {
+      result = await executor.execute(p);
+    } catch (err) {
+      result = { ok: false, kind: 'internal', error: errorMessage(err), output: '', tookMs: 0, nodeId: -1 };
+    }
+    running--;
+    p.attempt++;
+    if (
+      !result.ok &&
+      (result.kind === 'transient' || result.kind === 'internal') &&
+      p.attempt < options.maxAttempts &&
+      !stopped
+    ) {
+      const wait = backoffMs(p.attempt, 250, 10_000);
+      p.lastError = result.error;
+      events.emit('run:retry', {
+        eventId: p.input.eventId,
+        fnId: p.fn.id,
+        attempt: p.attempt,
+        delayMs: wait,
+        error: result.error ?? '',
+      });
+      setTimeout(() => {
+        scheduler.putBack(run);
+        pump();
+      }, wait).unref();
+      pump();
+      return;
+    }
+    if (!result.ok && (result.kind === 'transient' || result.kind === 'internal') && stopped) {
+      // Shutting down: leave the event in the table; the next master runs it again.
+      finishWithoutRecord(run);
+      return;
+    }
+    if (p.fn.fnLogging || !result.ok) {
+      const error = result.ok
+        ? null
+        : p.attempt > 1 && (result.kind === 'transient' || result.kind === 'internal')
+          ? `${result.error} (gave up after ${p.attempt} attempts)`
+          : (result.error ?? 'failed');
+      completer.log({
+        node_id: result.nodeId,
+        fn_id: p.fn.id,
+        trig_value: trigValue(p),
+        trig_type: p.input.trig,
+        started_at: startedAt.toISOString(),
+        took_ms: Math.round(result.tookMs),
+        output: result.output,
+        error_msg: error,
+        event_id: p.input.eventId,
+      });
+    }
+    events.emit('run:finished', {
+      eventId: p.input.eventId,
+      fnId: p.fn.id,
+      ok: result.ok,
+      kind: result.kind,
+      error: result.error,
+      tookMs: result.tookMs,
+      attempt: p.attempt,
+    });
+    scheduler.finish(run);
+    if (run.job.step < run.job.runs.length) completer.fnDone(p.input.eventId, p.fn.id);
+    pump();
+    if (running === 0) for (const w of idleWaiters.splice(0)) w();
+  }
+
+  // Shutdown only: forget the run without writing, so the event stays in the table.
+  function finishWithoutRecord(run: SchedRun<Payload>): void {
+    admitted.delete(run.job.id);
+    if (running === 0) for (const w of idleWaiters.splice(0)) w();
+  }
+
+  async function setSleeping(value: boolean): Promise<void> {
+    if (sleeping === value) return;
+    await setWakeSleeping(pool, schema, value);
+    sleeping = value;
+  }
+
+  async function loop(): Promise<void> {
+    let failures = 0;
+    while (!stopped) {
+      try {
+        let read = 0;
+        const room = windowSize - admitted.size;
+        if (room > 0) {
+          const rows = await readEventsAfter(pool, schema, cursor, Math.min(room, 1000));
+          read = rows.length;
+          await admit(rows);
+        }
+        if (Date.now() - lastSweep >= sweepMs) await sweep();
+        failures = 0;
+        if (read > 0) {
+          lastActivity = Date.now();
+          if (sleeping !== false) await setSleeping(false);
+          if (read === Math.min(room, 1000)) continue;
+        }
+        if (stopped) break;
+        if (admitted.size >= windowSize) {
+          await waitSignal(options.pollMs);
+        } else if (Date.now() - lastActivity < awakeMs) {
+          await waitSignal(awakePollMs);
+        } else if (sleeping !== true) {
+          // Going to sleep: from now writers NOTIFY; read once more to close the gap.
+          await setSleeping(true);
+          events.emit('dispatch:idle');
+        } else {
+          await waitSignal(options.pollMs);
+        }
+      } catch (err) {
+        const error = coerceError(err);
+        events.emit('db:error', { where: 'dispatch', error });
+        await delay(backoffMs(failures++));
+      }
+    }
+  }
+
+  // Finished events leave memory once their deletion is committed.
+  const onCompleted = ({ ids }: { ids: string[] }) => {
+    for (const id of ids) admitted.delete(id);
+    if (admitted.size < windowSize / 2) signal();
+  };
+
+  return {
+    start() {
+      events.on('events:completed', onCompleted);
+      loopDone = loop();
+    },
+    wake() {
+      lastActivity = Date.now();
+      if (sleeping) {
+        sleeping = null;
+        void setWakeSleeping(pool, schema, false)
+          .then(() => {
+            if (sleeping === null) sleeping = false;
+          })
+          .catch(() => undefined);
+      }
+      signal();
+    },
+    async stop(graceMs) {
+      stopped = true;
+      signal();
+      await loopDone;
+      if (running > 0) {
+        await Promise.race([new Promise<void>((r) => idleWaiters.push(r)), delay(graceMs)]);
+      }
+      await completer.flush();
+      events.off('events:completed', onCompleted);
+      idleWaiters = [];
+    },
+    stats() {
+      const s = scheduler.size;
+      return { admitted: admitted.size, queued: s.jobs - s.running, running };
+    },
+  };
+}

@@ -1,0 +1,290 @@
+// The composition root: wires settings, database, cluster, dispatch and runtimes
+// into one running node. Nothing else reaches across folders.
+import type pg from 'pg';
+import { makeLeaseKeeper } from './cluster/leaseKeeper.ts';
+import type { Settings } from './config/settings.ts';
+import { unquoteIdent } from './db/ident.ts';
+import { checkSchema, installSchema } from './db/installSchema.ts';
+import { startListener } from './db/listener.ts';
+import { makePool } from './db/pool.ts';
+import { cleanupLogs } from './db/queries/logs.ts';
+import { loadNodes, markStopped, NodeNameTaken, type NodeRow, registerNode } from './db/queries/nodes.ts';
+import { makeCompleter } from './dispatch/completer.ts';
+import { type Dispatcher, makeDispatcher } from './dispatch/dispatcher.ts';
+import { makeFunctionRegistry } from './dispatch/functionRegistry.ts';
+import { makeLocalExecutor } from './dispatch/localExecutor.ts';
+import { NodeEvents } from './events/nodeEvents.ts';
+import { type Logger, logNodeEvents, makeLogger } from './log/logger.ts';
+import { makeJsRuntime } from './runtimes/js/jsRuntime.ts';
+import { findPython } from './runtimes/python/findPython.ts';
+import { makePythonRuntime } from './runtimes/python/pythonRuntime.ts';
+import type { Lang, Runtime, RuntimeOptions } from './runtimes/runtime.ts';
+import { backoffMs, delay } from './util/backoff.ts';
+import { describeError } from './util/errors.ts';
+import { VERSION } from './version.ts';
+
+export interface RunningNode {
+  id: number;
+  events: NodeEvents;
+  isMaster(): boolean;
+  stop(): Promise<void>;
+  /** Resolves when the node has stopped (signal or stop()). */
+  stopped: Promise<void>;
+}
+
+export interface NodeOptions {
+  events?: NodeEvents;
+  logger?: Logger;
+  /** Install rppd into the schema when it is missing (default true). */
+  install?: boolean;
+}
+
+async function connectWithRetry(pool: pg.Pool, log: Logger, signal: AbortSignal): Promise<pg.PoolClient> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await pool.connect();
+    } catch (err) {
+      if (signal.aborted) throw err;
+      const wait = backoffMs(attempt, 500, 15_000);
+      log.warn(`database not reachable (${describeError(err)}); retrying in ${wait} ms`);
+      await delay(wait, signal);
+    }
+  }
+}
+
+export async function startNode(settings: Settings, options: NodeOptions = {}): Promise<RunningNode> {
+  const events = options.events ?? new NodeEvents();
+  const log = options.logger ?? makeLogger(settings.logLevel);
+  logNodeEvents(events, log);
+  const { schema } = settings;
+  const abort = new AbortController();
+  const pool = makePool({
+    url: settings.url,
+    max: 6,
+    applicationName: `rppd ${settings.name}`,
+    onError: (error) => events.emit('db:error', { where: 'pool', error }),
+  });
+  log.info(
+    { version: VERSION, schema, db: settings.urlRedacted, bind: settings.bind.text, name: settings.name },
+    'rppd starting',
+  );
+
+  // A row with our name and a fresh heartbeat is either a live node (refuse) or
+  // our own previous instance that was killed: wait until its heartbeat is stale.
+  const staleMs = Math.max(settings.leaseMs, 3 * settings.heartbeatMs);
+  async function registerWhenFree(client: pg.PoolClient): Promise<NodeRow> {
+    let seen: string | null = null;
+    for (;;) {
+      try {
+        return await registerNode(client, schema, {
+          host: settings.bind.text,
+          name: settings.name,
+          pid: process.pid,
+          version: VERSION,
+          staleMs,
+        });
+      } catch (err) {
+        if (!(err instanceof NodeNameTaken) || (seen !== null && seen !== err.heartbeatAt)) throw err;
+        if (seen === null) log.warn(`${err.message}; waiting up to ${staleMs} ms in case it is a stopped instance`);
+        seen = err.heartbeatAt;
+        await delay(settings.heartbeatMs, abort.signal);
+      }
+    }
+  }
+
+  // Schema and registration.
+  let self: NodeRow;
+  {
+    const client = await connectWithRetry(pool, log, abort.signal);
+    try {
+      const version = await checkSchema(client, schema);
+      if (version === null) {
+        if (options.install === false) throw new Error(`rppd is not installed in schema "${schema}": run rppd init`);
+        const result = await installSchema(client, schema);
+        log.info(result, 'installed rppd');
+      }
+      self = await registerWhenFree(client);
+    } finally {
+      client.release();
+    }
+  }
+  events.emit('node:registered', { id: self.id, name: self.host_name, host: self.host });
+
+  // Runtimes.
+  const registry = makeFunctionRegistry(pool, schema);
+  await registry.reload();
+  const runtimeOptions: RuntimeOptions = {
+    dbUrl: settings.url,
+    maxWorkers: self.max_db_connections,
+    outputLimitBytes: settings.outputLimitBytes,
+    memoryLimitMb: settings.memoryLimitMb,
+    cacheDir: settings.cacheDir,
+    pythonPath: settings.python,
+  };
+  const runtimes: Runtime[] = [makeJsRuntime(runtimeOptions)];
+  const unavailable: Partial<Record<Lang, string>> = {};
+  try {
+    const python = await findPython(settings.python);
+    runtimes.push(makePythonRuntime({ ...runtimeOptions, pythonPath: python.path }));
+    log.info({ python: python.path, driver: python.driver }, 'python runtime ready');
+  } catch (err) {
+    unavailable.python = `Python runtime unavailable on node ${settings.name}: ${describeError(err)}`;
+    log.warn(unavailable.python);
+  }
+  const executor = makeLocalExecutor({
+    nodeId: self.id,
+    maxConcurrency: self.max_db_connections,
+    runtimes,
+    unavailable,
+  });
+
+  // Dispatch, while this node holds the lease.
+  const completer = makeCompleter({
+    pool,
+    schema,
+    onError: (error) => events.emit('db:error', { where: 'complete', error }),
+    onFlushed: (ids) => {
+      if (ids.length) events.emit('events:completed', { ids });
+    },
+  });
+  let dispatcher: Dispatcher | null = null;
+  let stopping = false;
+  const makeMasterDispatcher = () =>
+    makeDispatcher({
+      pool,
+      schema,
+      registry,
+      executor,
+      completer,
+      events,
+      pollMs: settings.pollMs,
+      maxAttempts: settings.maxAttempts,
+    });
+
+  const lease = makeLeaseKeeper({
+    pool,
+    schema,
+    nodeId: () => self.id,
+    leaseMs: settings.leaseMs,
+    heartbeatMs: settings.heartbeatMs,
+    events,
+    eligible: () => !stopping && self.active,
+    stats: () => {
+      const d = dispatcher?.stats();
+      const x = executor.stats();
+      return { queued: d?.queued ?? 0, running: x.running, pool: x.max - x.running, workers: x.workers };
+    },
+    onAcquired: () => {
+      dispatcher = makeMasterDispatcher();
+      dispatcher.start();
+    },
+    onLost: () => {
+      const d = dispatcher;
+      dispatcher = null;
+      void d?.stop(settings.shutdownGraceMs);
+    },
+  });
+
+  // Config changes: re-read the table we are told about; a slow poll covers lost notifications.
+  async function reloadConfig(table: string): Promise<void> {
+    try {
+      if (table === 'rppd_function') {
+        const n = await registry.reload();
+        events.emit('config:reloaded', { table, functions: n });
+      } else if (table === 'rppd_config') {
+        const rows = await loadNodes(pool, schema, settings.leaseMs);
+        const mine = rows.find((r) => r.id === self.id);
+        if (!mine) {
+          log.warn("this node's rppd_config row was deleted; registering again");
+          const client = await pool.connect();
+          try {
+            self = await registerNode(client, schema, {
+              host: settings.bind.text,
+              name: settings.name,
+              pid: process.pid,
+              version: VERSION,
+              staleMs: 0,
+            });
+          } finally {
+            client.release();
+          }
+        } else {
+          if (mine.max_db_connections !== self.max_db_connections) executor.setMaxConcurrency(mine.max_db_connections);
+          self = mine;
+        }
+        events.emit('config:reloaded', { table });
+        void lease.tick();
+      } else {
+        events.emit('config:reloaded', { table });
+      }
+    } catch (err) {
+      events.emit('db:error', { where: `reload ${table}`, error: err as Error });
+    }
+  }
+
+  const listener = startListener({
+    url: settings.url,
+    channels: ['rppd_event', 'rppd_config'],
+    onNotify: (channel, payload) => {
+      if (channel === 'rppd_event') {
+        if (unquoteIdent(payload) === schema) dispatcher?.wake();
+        return;
+      }
+      const dot = payload.lastIndexOf('.');
+      if (unquoteIdent(payload.slice(0, dot)) === schema) void reloadConfig(payload.slice(dot + 1));
+    },
+    onConnected: () => {
+      // Anything may have changed while we were disconnected.
+      void reloadConfig('rppd_function');
+      void reloadConfig('rppd_config');
+      dispatcher?.wake();
+    },
+    onError: (error) => events.emit('db:error', { where: 'listen', error }),
+  });
+
+  const maintenance = setInterval(() => {
+    void reloadConfig('rppd_function');
+    void reloadConfig('rppd_config');
+    if (dispatcher) {
+      cleanupLogs(pool, schema).catch((error) => events.emit('db:error', { where: 'cleanup', error }));
+    }
+  }, 5000);
+
+  lease.start();
+
+  let resolveStopped!: () => void;
+  const stopped = new Promise<void>((r) => {
+    resolveStopped = r;
+  });
+  let stopPromise: Promise<void> | null = null;
+  async function stop(): Promise<void> {
+    stopPromise ??= (async () => {
+      stopping = true;
+      log.info('stopping');
+      clearInterval(maintenance);
+      const d = dispatcher;
+      dispatcher = null;
+      await d?.stop(settings.shutdownGraceMs);
+      await lease.stop();
+      await markStopped(pool, schema, self.id).catch(() => undefined);
+      await listener.close();
+      await Promise.all(runtimes.map((rt) => rt.close(1000)));
+      abort.abort();
+      await pool.end().catch(() => undefined);
+      events.emit('node:stopped');
+      log.info('stopped');
+      resolveStopped();
+    })();
+    return stopPromise;
+  }
+
+  return {
+    get id() {
+      return self.id;
+    },
+    events,
+    isMaster: () => lease.epoch() !== null,
+    stop,
+    stopped,
+  };
+}

@@ -1,0 +1,308 @@
+// Worker-thread entry of the JS/TS runtime (jsRuntime.ts is the parent). One run at a time:
+// import the compiled module (cached per path), call its default export with (event, ctx),
+// report how it ended. Console output goes to a buffer shared with the parent, so it survives
+// a worker that is killed (timeout) or dies (exit, out of memory) in the middle of a run.
+import { performance } from 'node:perf_hooks';
+import { pathToFileURL } from 'node:url';
+import { format } from 'node:util';
+import { type MessagePort, parentPort, workerData } from 'node:worker_threads';
+import type pg from 'pg';
+import { isConnectionError } from '../../db/sqlState.ts';
+import { coerceError } from '../../util/errors.ts';
+import type { RunInput } from '../runtime.ts';
+
+export interface WorkerConfig {
+  rppdJsWorker: true;
+  dbUrl: string;
+  output: SharedArrayBuffer;
+}
+
+export interface RunMessage {
+  type: 'run';
+  runId: number;
+  /** The compiled module file. */
+  path: string;
+  fn: { id: number; schemaTable: string; topic: string };
+  event: RunInput;
+}
+
+export type ToWorker = RunMessage | { type: 'close' };
+
+export interface ResultMessage {
+  type: 'result';
+  runId: number;
+  ok: boolean;
+  kind?: 'function' | 'compile' | 'transient' | 'internal';
+  error?: string;
+  /** Where in the function's code it failed, e.g. "line 3:11". */
+  location?: string;
+  tookMs: number;
+  /** Modules loaded for code that has since changed: they stay in memory until the worker ends. */
+  supersededModules: number;
+}
+
+export type FromWorker = { type: 'ready' } | ResultMessage;
+
+const FUNCTION_FILE = /fn-\d+-[0-9A-Za-z]+\.mjs/;
+
+/** "line L:C" of the first stack frame inside a function module (TypeScript lines via source maps). */
+export function locateInStack(stack: string | undefined): string | undefined {
+  if (!stack) return undefined;
+  const lines = stack.split('\n');
+  for (const [index, line] of lines.entries()) {
+    if (!FUNCTION_FILE.test(line)) continue;
+    const frame = /:(\d+):(\d+)\)?\s*$/.exec(line);
+    if (frame) {
+      const name = /^\s*at (?:async )?([\w$.<>]+) \(/.exec(line)?.[1];
+      // Default exports are named "default" (esbuild: "fn_1_abc_default"): not worth showing.
+      const inName = name && !name.endsWith('default') ? ` (in ${name})` : '';
+      return `line ${frame[1]}:${frame[2]}${inName}`;
+    }
+    // A SyntaxError while loading starts with "file:///…/fn-1-x.mjs:3", the source line and a caret.
+    const header = /:(\d+)\s*$/.exec(line);
+    if (header && index === 0) {
+      const caret = lines[2]?.indexOf('^') ?? -1;
+      return caret >= 0 ? `line ${header[1]}:${caret + 1}` : `line ${header[1]}`;
+    }
+  }
+  return undefined;
+}
+
+/** "TypeError: x is not a function", with the SQLSTATE for database errors. */
+export function summarize(value: unknown): string {
+  const err = coerceError(value);
+  const code = (err as { code?: unknown }).code;
+  const sqlState = typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) ? ` (SQLSTATE ${code})` : '';
+  return `${err.name || 'Error'}: ${err.message}${sqlState}`;
+}
+
+/** Captured output in a SharedArrayBuffer: [bytes used, truncated flag] then the bytes. */
+export class OutputBuffer {
+  private readonly header: Int32Array;
+  private readonly bytes: Uint8Array;
+  private readonly encoder = new TextEncoder();
+
+  constructor(readonly shared: SharedArrayBuffer) {
+    this.header = new Int32Array(shared, 0, 2);
+    this.bytes = new Uint8Array(shared, 8);
+  }
+
+  static create(limitBytes: number): OutputBuffer {
+    return new OutputBuffer(new SharedArrayBuffer(8 + Math.max(0, Math.floor(limitBytes))));
+  }
+
+  get full(): boolean {
+    return Atomics.load(this.header, 1) === 1;
+  }
+
+  reset(): void {
+    Atomics.store(this.header, 0, 0);
+    Atomics.store(this.header, 1, 0);
+  }
+
+  /** Keeps the start: once the limit is reached, everything after it is dropped. */
+  write(text: string): void {
+    if (this.full) return;
+    const used = Atomics.load(this.header, 0);
+    // encodeInto writes whole characters only, so a cut never splits a UTF-8 sequence.
+    const { read, written } = this.encoder.encodeInto(text, this.bytes.subarray(used));
+    Atomics.store(this.header, 0, used + written);
+    if (read < text.length) Atomics.store(this.header, 1, 1);
+  }
+
+  read(): string {
+    const used = Atomics.load(this.header, 0);
+    const text = Buffer.from(this.shared, 8, used).toString('utf8');
+    if (!this.full) return text;
+    const separator = text === '' || text.endsWith('\n') ? '' : '\n';
+    return `${text}${separator}[rppd: output truncated at ${this.bytes.length} bytes]`;
+  }
+}
+
+const CAPTURED = ['log', 'info', 'warn', 'error', 'debug'] as const;
+
+function serve(port: MessagePort, config: WorkerConfig): void {
+  const output = new OutputBuffer(config.output);
+  const log = (...args: unknown[]): void => {
+    if (!output.full) output.write(`${format(...args)}\n`);
+  };
+
+  // Stack traces of TypeScript functions point at their source lines (compile.ts writes inline maps).
+  process.setSourceMapsEnabled(true);
+
+  // --- the function's database connection: one client, connected on first use ---
+  let client: pg.Client | undefined;
+  let connecting: Promise<pg.Client> | undefined;
+  let connectionFailedThisRun = false;
+
+  function dropClient(): void {
+    const current = client;
+    client = undefined;
+    current?.end().catch(() => undefined);
+  }
+
+  async function connect(): Promise<pg.Client> {
+    const { default: pgModule } = await import('pg');
+    const fresh = new pgModule.Client({
+      connectionString: config.dbUrl,
+      application_name: 'rppd-js-function',
+      connectionTimeoutMillis: 10_000,
+      keepAlive: true,
+    });
+    // A server restart makes an idle client emit 'error'; without a listener that would crash
+    // the worker. Forget the client so the next query reconnects.
+    fresh.on('error', () => {
+      if (client === fresh) dropClient();
+    });
+    fresh.on('end', () => {
+      if (client === fresh) client = undefined;
+    });
+    try {
+      await fresh.connect();
+    } catch (err) {
+      fresh.end().catch(() => undefined);
+      throw err;
+    }
+    client = fresh;
+    return fresh;
+  }
+
+  async function query(
+    text: string,
+    params?: unknown[],
+  ): Promise<{ rows: Record<string, unknown>[]; rowCount: number }> {
+    try {
+      if (!client) {
+        connecting ??= connect().finally(() => {
+          connecting = undefined;
+        });
+        await connecting;
+      }
+      const result = await client!.query(text, params);
+      return { rows: result.rows, rowCount: result.rowCount ?? 0 };
+    } catch (err) {
+      if (isConnectionError(err)) {
+        connectionFailedThisRun = true;
+        dropClient();
+      }
+      throw err;
+    }
+  }
+
+  // A function that opened a transaction and did not finish it must not leave it open for
+  // the next run on this connection.
+  async function endOpenTransaction(): Promise<void> {
+    const status = client?.getTransactionStatus();
+    if (!client || status === 'I' || status === null) return;
+    await client.query('ROLLBACK').catch(() => dropClient());
+  }
+
+  // --- modules: one import per file; a failed import is retried under a fresh URL, because
+  // Node caches a module's failed evaluation (e.g. a top-level query during a DB restart) ---
+  const modules = new Map<string, Promise<Record<string, unknown>>>();
+  const latestPath = new Map<number, string>();
+  let failedImports = 0;
+  let supersededModules = 0;
+
+  function loadModule(fnId: number, path: string): Promise<Record<string, unknown>> {
+    let loading = modules.get(path);
+    if (!loading) {
+      const previous = latestPath.get(fnId);
+      if (previous !== undefined && previous !== path) {
+        modules.delete(previous);
+        supersededModules++;
+      }
+      latestPath.set(fnId, path);
+      const url = pathToFileURL(path).href + (failedImports > 0 ? `?attempt=${failedImports}` : '');
+      loading = import(url) as Promise<Record<string, unknown>>;
+      modules.set(path, loading);
+      loading.catch(() => {
+        modules.delete(path);
+        failedImports++;
+      });
+    }
+    return loading;
+  }
+
+  async function run(message: RunMessage): Promise<Omit<ResultMessage, 'supersededModules'>> {
+    const base = { type: 'result', runId: message.runId } as const;
+    const saved = CAPTURED.map((name) => [name, console[name]] as const);
+    for (const name of CAPTURED) console[name] = log;
+    try {
+      let module: Record<string, unknown>;
+      try {
+        module = await loadModule(message.fn.id, message.path);
+      } catch (err) {
+        const error = `cannot load the function: ${summarize(err)}`;
+        return {
+          ...base,
+          ok: false,
+          kind: 'compile',
+          error,
+          location: locateInStack(coerceError(err).stack),
+          tookMs: 0,
+        };
+      }
+      const handler = module.default;
+      if (typeof handler !== 'function') {
+        const found = handler === undefined ? ' has no default export' : `'s default export is a ${typeof handler}`;
+        const error = `the module${found}, expected \`export default async (event, ctx) => { … }\``;
+        return { ...base, ok: false, kind: 'compile', error, tookMs: 0 };
+      }
+      connectionFailedThisRun = false;
+      const ctx = { db: { query }, fn: message.fn, log };
+      const started = performance.now();
+      try {
+        await handler(message.event, ctx);
+        return { ...base, ok: true, tookMs: performance.now() - started };
+      } catch (err) {
+        const tookMs = performance.now() - started;
+        // A lost connection is not the function's fault, even when the code wrapped the error.
+        const kind = isConnectionError(err) || connectionFailedThisRun ? 'transient' : 'function';
+        return {
+          ...base,
+          ok: false,
+          kind,
+          error: summarize(err),
+          location: locateInStack(coerceError(err).stack),
+          tookMs,
+        };
+      }
+    } finally {
+      for (const [name, original] of saved) console[name] = original;
+      await endOpenTransaction();
+    }
+  }
+
+  async function close(): Promise<void> {
+    const current = client;
+    client = undefined;
+    await current?.end().catch(() => undefined);
+    process.exit(0);
+  }
+
+  port.on('message', (message: ToWorker) => {
+    if (message.type === 'close') {
+      void close();
+      return;
+    }
+    run(message).then(
+      (result) => port.postMessage({ ...result, supersededModules } satisfies ResultMessage),
+      (err: unknown) =>
+        port.postMessage({
+          type: 'result',
+          runId: message.runId,
+          ok: false,
+          kind: 'internal',
+          error: `rppd worker failed: ${summarize(err)}`,
+          tookMs: 0,
+          supersededModules,
+        } satisfies ResultMessage),
+    );
+  });
+  port.postMessage({ type: 'ready' } satisfies FromWorker);
+}
+
+// The parent imports this file for its helpers; only a worker started by jsRuntime.ts serves.
+const config = workerData as Partial<WorkerConfig> | undefined;
+if (parentPort && config?.rppdJsWorker) serve(parentPort, config as WorkerConfig);

@@ -1,0 +1,94 @@
+// The extension: CREATE EXTENSION from the copied files and `rppd init` with the
+// same SQL; idempotent; a newer schema is refused; the trigger is transactional.
+import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { after, before, describe, test } from 'node:test';
+import pg from 'pg';
+import { copyExtensionFiles, latestVersion } from '../../src/db/extensionFiles.ts';
+import { installSchema, SchemaTooNewError } from '../../src/db/installSchema.ts';
+import { type PgServer, pgShareDir, startPg } from '../support/pgServer.ts';
+import { rppdBin } from '../support/rppdProcess.ts';
+
+const tables = ['rppd_config', 'rppd_cron', 'rppd_event_queue', 'rppd_function', 'rppd_function_log', 'rppd_wake'];
+
+async function tablesIn(client: pg.Client, schema: string): Promise<string[]> {
+  const { rows } = await client.query<{ t: string }>(
+    `SELECT table_name AS t FROM information_schema.tables WHERE table_schema = $1 ORDER BY 1`,
+    [schema],
+  );
+  return rows.map((r) => r.t);
+}
+
+describe('extension install', () => {
+  let server: PgServer;
+  let client: pg.Client;
+  before(async () => {
+    server = await startPg();
+    client = new pg.Client(server.url);
+    await client.connect();
+  });
+  after(async () => {
+    await client?.end();
+    await server?.stop();
+  });
+
+  test('rppd extension install + CREATE EXTENSION rppd SCHEMA s', async () => {
+    copyExtensionFiles(pgShareDir(server.binDir));
+    await client.query('CREATE SCHEMA ext');
+    await client.query('CREATE EXTENSION rppd SCHEMA ext');
+    assert.deepEqual(await tablesIn(client, 'ext'), tables);
+    const { rows } = await client.query(`SELECT extversion FROM pg_extension WHERE extname = 'rppd'`);
+    assert.equal(rows[0].extversion, latestVersion());
+    // rppd init on that schema sees the extension and changes nothing.
+    const again = await installSchema(client, 'ext');
+    assert.deepEqual([again.mode, again.changed], ['extension', false]);
+  });
+
+  test('rppd init (plain SQL) into a new schema is idempotent, via the CLI', async () => {
+    const out1 = execFileSync(process.execPath, [rppdBin, 'init', 'plain', server.url, '--sql'], { encoding: 'utf8' });
+    assert.match(out1, /installed rppd .* in schema "plain"/);
+    const out2 = execFileSync(process.execPath, [rppdBin, 'init', server.url, 'plain.', '--sql'], { encoding: 'utf8' });
+    assert.match(out2, /already installed/);
+    assert.deepEqual(await tablesIn(client, 'plain'), tables);
+  });
+
+  test('a schema with a newer rppd is refused with a clear message', async () => {
+    await installSchema(client, 'future', { mode: 'sql' });
+    await client.query(
+      `CREATE OR REPLACE FUNCTION future.rppd_schema_version() RETURNS text LANGUAGE sql AS $$ SELECT '99.0.0' $$`,
+    );
+    await assert.rejects(installSchema(client, 'future'), (err: Error) => {
+      assert.ok(err instanceof SchemaTooNewError);
+      assert.match(err.message, /99\.0\.0.*newer/);
+      return true;
+    });
+  });
+
+  test('the trigger records in the writer transaction; schema names needing quotes work', async () => {
+    await installSchema(client, 'My Schema', { mode: 'sql' });
+    await client.query(`
+      CREATE TABLE public.q (id int PRIMARY KEY, v text);
+      CREATE TRIGGER q_event AFTER INSERT OR UPDATE OR DELETE ON public.q FOR EACH ROW EXECUTE FUNCTION "My Schema".rppd_event();
+      INSERT INTO "My Schema".rppd_function (code, checksum, schema_table) VALUES ('pass', 'na', 'q');`);
+    const fn = await client.query(`SELECT schema_table FROM "My Schema".rppd_function`);
+    assert.equal(fn.rows[0].schema_table, 'public.q', 'a bare table name means public');
+    const listener = new pg.Client(server.url);
+    await listener.connect();
+    const notes: string[] = [];
+    listener.on('notification', (n) => notes.push(n.payload ?? ''));
+    await listener.query('LISTEN rppd_event');
+    await client.query('BEGIN');
+    await client.query(`INSERT INTO public.q VALUES (1, 'a'), (2, 'b')`);
+    await client.query('ROLLBACK');
+    await client.query(`INSERT INTO public.q VALUES (3, 'c'), (4, 'd')`);
+    const { rows } = await client.query(`SELECT trig, new_row FROM "My Schema".rppd_event_queue ORDER BY id`);
+    assert.deepEqual(
+      rows.map((r) => r.new_row.id),
+      [3, 4],
+    );
+    // One NOTIFY for the two-row transaction, carrying the schema.
+    await listener.query('SELECT 1');
+    assert.deepEqual(notes, ['"My Schema"']);
+    await listener.end();
+  });
+});
