@@ -3,6 +3,7 @@
 import type pg from 'pg';
 import { makeLeaseKeeper } from './cluster/leaseKeeper.ts';
 import type { Settings } from './config/settings.ts';
+import { type CronRunner, startCronRunner } from './cron/cronRunner.ts';
 import { unquoteIdent } from './db/ident.ts';
 import { checkSchema, installSchema } from './db/installSchema.ts';
 import { startListener } from './db/listener.ts';
@@ -148,6 +149,7 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
     },
   });
   let dispatcher: Dispatcher | null = null;
+  let cron: CronRunner | null = null;
   let stopping = false;
   const makeMasterDispatcher = () =>
     makeDispatcher({
@@ -177,8 +179,11 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
     onAcquired: () => {
       dispatcher = makeMasterDispatcher();
       dispatcher.start();
+      cron = startCronRunner({ pool, schema, events, onFired: () => dispatcher?.wake() });
     },
     onLost: () => {
+      cron?.stop();
+      cron = null;
       const d = dispatcher;
       dispatcher = null;
       void d?.stop(settings.shutdownGraceMs);
@@ -215,6 +220,7 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
         events.emit('config:reloaded', { table });
         void lease.tick();
       } else {
+        if (table === 'rppd_cron') cron?.reload();
         events.emit('config:reloaded', { table });
       }
     } catch (err) {
@@ -243,6 +249,7 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
   });
 
   const maintenance = setInterval(() => {
+    cron?.reload();
     void reloadConfig('rppd_function');
     void reloadConfig('rppd_config');
     if (dispatcher) {
@@ -262,6 +269,8 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
       stopping = true;
       log.info('stopping');
       clearInterval(maintenance);
+      cron?.stop();
+      cron = null;
       const d = dispatcher;
       dispatcher = null;
       await d?.stop(settings.shutdownGraceMs);

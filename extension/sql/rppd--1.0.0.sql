@@ -124,10 +124,14 @@ CREATE TABLE @extschema@.rppd_event_queue (
   attempts int NOT NULL DEFAULT 0,
   last_error text,
   node_id int,
-  epoch bigint
+  epoch bigint,
+  fn_id int,
+  cron_id int
 ) WITH (autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_insert_scale_factor = 0.02);
 COMMENT ON TABLE @extschema@.rppd_event_queue IS 'captured events not yet finished by every matching function; rows are deleted when done';
 COMMENT ON COLUMN @extschema@.rppd_event_queue.trig IS '0 update, 1 insert, 2 delete, 3 truncate';
+COMMENT ON COLUMN @extschema@.rppd_event_queue.fn_id IS 'set for events made by a schedule: only this function runs (NULL = every function of schema_table)';
+COMMENT ON COLUMN @extschema@.rppd_event_queue.cron_id IS 'the rppd_cron row that made this event';
 COMMENT ON COLUMN @extschema@.rppd_event_queue.done_fns IS 'functions that already finished for this event (several functions per event)';
 
 -- One row: whether a node is waiting for a wake-up. Writers NOTIFY only then, so

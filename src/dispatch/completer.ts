@@ -3,6 +3,7 @@
 // per batch; while one batch is being written the next one collects.
 import type pg from 'pg';
 import { inTransaction } from '../db/pool.ts';
+import { finishCrons } from '../db/queries/cron.ts';
 import { addDoneFunctions, deleteEvents } from '../db/queries/events.ts';
 import { insertLogs, type LogRow } from '../db/queries/logs.ts';
 import { backoffMs, delay } from '../util/backoff.ts';
@@ -12,6 +13,8 @@ export interface Completer {
   log(row: LogRow): void;
   fnDone(eventId: string, fnId: number): void;
   eventDone(eventId: string): void;
+  /** A schedule's firing finished (error = the failure of one of its runs, or null). */
+  cronDone(cronId: number, error: string | null): void;
   /** Event ids whose deletion is not yet committed. */
   isPending(eventId: string): boolean;
   /** Resolves once everything handed over so far is written. */
@@ -37,6 +40,7 @@ export function makeCompleter(options: CompleterOptions): Completer {
   let logs: LogRow[] = [];
   let done = new Map<string, number[]>();
   let deletes: string[] = [];
+  let crons: { id: number; error: string | null }[] = [];
   const pendingDelete = new Set<string>();
   let writing: Promise<void> | null = null;
   let again = false;
@@ -51,7 +55,7 @@ export function makeCompleter(options: CompleterOptions): Completer {
       do {
         again = false;
         await writeBatch();
-      } while (again || logs.length || done.size || deletes.length);
+      } while (again || logs.length || done.size || deletes.length || crons.length);
     })().finally(() => {
       writing = null;
     });
@@ -61,10 +65,12 @@ export function makeCompleter(options: CompleterOptions): Completer {
     const batchLogs = logs;
     const batchDone = done;
     const batchDeletes = deletes;
+    const batchCrons = crons;
     logs = [];
     done = new Map();
     deletes = [];
-    if (!batchLogs.length && !batchDone.size && !batchDeletes.length) return;
+    crons = [];
+    if (!batchLogs.length && !batchDone.size && !batchDeletes.length && !batchCrons.length) return;
     try {
       await inTransaction(options.pool, async (client) => {
         if (options.fence) await options.fence(client);
@@ -80,6 +86,7 @@ export function makeCompleter(options: CompleterOptions): Completer {
           [...batchDone].filter(([id]) => !deleting.has(id)).map(([id, fns]) => ({ id, fns })),
         );
         await deleteEvents(client, options.schema, batchDeletes);
+        await finishCrons(client, options.schema, batchCrons);
       });
       failures = 0;
       for (const id of batchDeletes) pendingDelete.delete(id);
@@ -91,6 +98,7 @@ export function makeCompleter(options: CompleterOptions): Completer {
       for (const [id, fns] of done) batchDone.set(id, [...(batchDone.get(id) ?? []), ...fns]);
       done = batchDone;
       deletes = batchDeletes.concat(deletes);
+      crons = batchCrons.concat(crons);
       await delay(backoffMs(failures++));
       again = true;
     }
@@ -110,6 +118,10 @@ export function makeCompleter(options: CompleterOptions): Completer {
     eventDone(eventId) {
       deletes.push(eventId);
       pendingDelete.add(eventId);
+      schedule();
+    },
+    cronDone(cronId, error) {
+      crons.push({ id: cronId, error });
       schedule();
     },
     isPending: (id) => pendingDelete.has(id),

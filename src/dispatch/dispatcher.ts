@@ -60,9 +60,12 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
   const awakeMs = options.awakeMs ?? 2000;
   const sweepMs = options.sweepMs ?? 1000;
 
-  const admitted = new Map<string, true>();
+  // Events in memory; for schedule-made events, the schedule and the first failure.
+  const admitted = new Map<string, { cronId: number | null; error: string | null }>();
   const scheduler = new Scheduler<Payload>((job) => {
+    const info = admitted.get(job.id);
     completer.eventDone(job.id);
+    if (info?.cronId != null) completer.cronDone(info.cronId, info.error);
   });
   let cursor = '0';
   let running = 0;
@@ -100,7 +103,7 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
     const pks = await registry.pkColumns(new Set(rows.map((r) => r.schema_table)));
     for (const row of rows) {
       if (admitted.has(row.id) || completer.isPending(row.id)) continue;
-      admitted.set(row.id, true);
+      admitted.set(row.id, { cronId: row.cron_id, error: null });
       const runs = planRuns(row, registry.forTable(row.schema_table), pks.get(row.schema_table) ?? []);
       scheduler.add(
         row.id,
@@ -168,6 +171,10 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
       // Shutting down: leave the event in the table; the next master runs it again.
       finishWithoutRecord(run);
       return;
+    }
+    if (!result.ok) {
+      const info = admitted.get(p.input.eventId);
+      if (info && info.error === null) info.error = result.error ?? 'failed';
     }
     if (p.fn.fnLogging || !result.ok) {
       const error = result.ok

@@ -57,7 +57,7 @@ export function planRuns(
   const pk = pkColumns.map((c) => (row ? (row[c] ?? null) : null));
   const runs: PlannedRun[] = [];
   for (const fn of fns) {
-    if (done.has(fn.def.id)) continue;
+    if (done.has(fn.def.id) || (event.fn_id !== null && event.fn_id !== fn.def.id)) continue;
     const key: Record<string, unknown> = {};
     if (fn.def.topic.startsWith('.')) {
       const col = fn.def.topic.slice(1);

@@ -1,21 +1,28 @@
 // The Python runtime against a real PostgreSQL: what the code sees, what comes back, and how failures end.
 import assert from 'node:assert/strict';
-import { createHash } from 'node:crypto';
-import { chmodSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import pg from 'pg';
-import { findPython } from '../../src/runtimes/python/findPython.ts';
+import { findPython, firstUsablePython } from '../../src/runtimes/python/findPython.ts';
 import { makePythonRuntime } from '../../src/runtimes/python/pythonRuntime.ts';
-import type { FunctionDef, RunInput, Runtime, RuntimeOptions } from '../../src/runtimes/runtime.ts';
+import type { Runtime, RuntimeOptions } from '../../src/runtimes/runtime.ts';
 import { type PgServer, startPg } from '../support/pgServer.ts';
 import { waitFor } from '../support/waitFor.ts';
+import {
+  type BarrierRow,
+  barrierTableDdl,
+  event,
+  fn,
+  groupBarrierCode,
+  interpreterWrapper,
+  psycopg3Only,
+  sql,
+} from './fixtures/python.ts';
 
 let server: PgServer;
 let scratch: string;
 const runtimes: Runtime[] = [];
-let nextFnId = 1;
 
 before(async () => {
   server = await startPg();
@@ -41,69 +48,9 @@ function runtime(dbUrl: string, overrides: Partial<RuntimeOptions> = {}): Runtim
   return rt;
 }
 
-function fn(code: string, overrides: Partial<FunctionDef> = {}): FunctionDef {
-  return {
-    id: nextFnId++,
-    lang: 'python',
-    code,
-    codeHash: createHash('sha256').update(code).digest('hex'),
-    schemaTable: 'public.test',
-    topic: '',
-    timeoutMs: 60_000,
-    verboseDebug: false,
-    fnLogging: true,
-    ...overrides,
-  };
-}
-
-function event(overrides: Partial<RunInput> = {}): RunInput {
-  return {
-    eventId: '42',
-    table: 'public.test',
-    topic: '',
-    trig: 1,
-    op: 'INSERT',
-    key: { a: 5 },
-    pk: [5],
-    new: { a: 5, b: 'five' },
-    old: null,
-    ...overrides,
-  };
-}
-
-async function sql<T extends pg.QueryResultRow = pg.QueryResultRow>(
-  url: string,
-  text: string,
-  values: unknown[] = [],
-): Promise<T[]> {
-  const client = new pg.Client({ connectionString: url });
-  await client.connect();
-  try {
-    return (await client.query<T>(text, values)).rows;
-  } finally {
-    await client.end();
-  }
-}
-
-/** Writes an interpreter wrapper: the path the runtime is given as its Python. */
-function wrapper(name: string, script: string): string {
-  const path = join(scratch, name);
-  writeFileSync(path, `#!/bin/sh\n${script}\n`);
-  chmodSync(path, 0o755);
-  return path;
-}
-
-/** /usr/bin/python3 with psycopg2 hidden, so the runtime has to use psycopg 3. */
-function psycopg3Only(): string {
-  const shadow = join(scratch, 'no-psycopg2', 'psycopg2');
-  mkdirSync(shadow, { recursive: true });
-  writeFileSync(join(shadow, '__init__.py'), 'raise ImportError("psycopg2 hidden by the test")\n');
-  return wrapper('python-psycopg3', `PYTHONPATH=${join(scratch, 'no-psycopg2')} exec /usr/bin/python3 "$@"`);
-}
-
 const drivers = [
   { name: 'psycopg2', module: 'psycopg2.extensions', python: () => undefined },
-  { name: 'psycopg', module: 'psycopg', python: psycopg3Only },
+  { name: 'psycopg', module: 'psycopg', python: () => psycopg3Only(scratch) },
 ];
 
 for (const driver of drivers) {
@@ -374,64 +321,33 @@ describe('Python runtime: exits, timeouts and memory', () => {
 describe('Python runtime: the worker pool', () => {
   test('maxWorkers 3 runs six functions three at a time, in call order', async () => {
     const url = await server.createDatabase('py_pool');
-    await sql(url, 'CREATE TABLE runs (n int PRIMARY KEY, started timestamptz, finished timestamptz)');
-    // Each run waits until the other two of its trio have started: this only ends if three run at once.
-    const code = [
-      'import time',
-      'cur = DB.cursor()',
-      'cur.execute("insert into runs (n, started) values (%s, clock_timestamp())", (N,))',
-      'DB.commit()',
-      'first = (N - 1) // 3 * 3 + 1',
-      'deadline = time.time() + 60',
-      'while time.time() < deadline:',
-      '    cur.execute("select count(*) from runs where n between %s and %s", (first, first + 2))',
-      '    started = cur.fetchone()[0]',
-      '    DB.commit()',
-      '    if started == 3:',
-      '        break',
-      '    time.sleep(0.02)',
-      'cur.execute("update runs set finished = clock_timestamp() where n = %s", (N,))',
-    ].join('\n');
+    await sql(url, barrierTableDdl);
     const rt = runtime(url, { maxWorkers: 3 });
-    const def = fn(code);
+    const def = fn(groupBarrierCode(3));
     const results = await Promise.all([1, 2, 3, 4, 5, 6].map((n) => rt.run(def, event({ key: { n }, pk: [n] }))));
     for (const result of results) assert.equal(result.ok, true, result.error);
-    const rows = await sql<{ n: number; started: Date; finished: Date }>(url, 'SELECT * FROM runs ORDER BY n');
-    assert.equal(rows.length, 6);
-    // At most three at any moment: each of runs 4..6 started after one more of runs 1..3 had finished.
-    const firstFinishes = rows
-      .slice(0, 3)
-      .map((r) => r.finished.getTime())
-      .sort((a, b) => a - b);
-    const laterStarts = rows
-      .slice(3)
-      .map((r) => r.started.getTime())
-      .sort((a, b) => a - b);
-    for (const [i, start] of laterStarts.entries()) assert.ok(start >= firstFinishes[i]!, `run ${i + 4} started early`);
+    const rows = await sql<BarrierRow>(url, 'SELECT * FROM runs ORDER BY n');
+    const times = (list: BarrierRow[], pick: (r: BarrierRow) => Date) =>
+      list.map((r) => pick(r).getTime()).sort((a, b) => a - b);
+    const [firstStarts, firstEnds] = [
+      times(rows.slice(0, 3), (r) => r.started),
+      times(rows.slice(0, 3), (r) => r.finished),
+    ];
+    const laterStarts = times(rows.slice(3), (r) => r.started);
+    // Runs 1..3 ran at once; each of runs 4..6 started only after one more of them had finished.
+    assert.ok(firstStarts[2]! < firstEnds[0]!);
+    for (const [i, start] of laterStarts.entries()) assert.ok(start >= firstEnds[i]!, `run ${i + 4} started early`);
     assert.deepEqual(rt.stats(), { workers: 3, busy: 0 });
   });
 
   test('setMaxWorkers grows the pool for waiting runs and shrinks it when idle', async () => {
     const url = await server.createDatabase('py_resize');
-    await sql(url, 'CREATE TABLE arrived (n int)');
-    // Two runs that each wait for the other: only possible once two workers are allowed.
-    const code = [
-      'import time',
-      'cur = DB.cursor()',
-      'cur.execute("insert into arrived values (%s)", (N,))',
-      'DB.commit()',
-      'deadline = time.time() + 60',
-      'while time.time() < deadline:',
-      '    cur.execute("select count(*) from arrived")',
-      '    if cur.fetchone()[0] >= 2:',
-      '        break',
-      '    DB.commit()',
-      '    time.sleep(0.02)',
-    ].join('\n');
+    await sql(url, barrierTableDdl);
     const rt = runtime(url, { maxWorkers: 1 });
-    const def = fn(code);
+    // Two runs that wait for each other: they can only finish once a second worker is allowed.
+    const def = fn(groupBarrierCode(2));
     const both = Promise.all([1, 2].map((n) => rt.run(def, event({ key: { n } }))));
-    await waitFor(async () => (await sql(url, 'SELECT 1 FROM arrived')).length === 1, { what: 'the first run' });
+    await waitFor(async () => (await sql(url, 'SELECT 1 FROM runs')).length === 1, { what: 'the first run' });
     assert.deepEqual(rt.stats(), { workers: 1, busy: 1 });
     rt.setMaxWorkers(2);
     for (const result of await both) assert.equal(result.ok, true, result.error);
@@ -462,7 +378,8 @@ describe('Python runtime: the worker pool', () => {
 
   test('a worker that cannot start fails the run as internal with the reason', async () => {
     // Passes findPython's probe (-c) but cannot run the host script.
-    const broken = wrapper(
+    const broken = interpreterWrapper(
+      scratch,
       'python-broken',
       'if [ "$1" = "-c" ]; then exec /usr/bin/python3 "$@"; fi\necho "no host here" >&2\nexit 7',
     );
@@ -475,12 +392,36 @@ describe('Python runtime: the worker pool', () => {
 });
 
 describe('findPython', () => {
-  test('skips a missing interpreter and prefers psycopg2', async () => {
+  test('skips a missing interpreter and prefers psycopg2', async (t) => {
+    t.after(restoreEnv('RPPD_PYTHON', undefined));
     assert.deepEqual(await findPython('/nonexistent/python3'), { path: '/usr/bin/python3', driver: 'psycopg2' });
   });
 
+  test('names what it tried, and how to install a driver, when nothing fits', async () => {
+    const bare = interpreterWrapper(scratch, 'python-bare', 'exec /usr/bin/python3 -I -S "$@"');
+    await assert.rejects(firstUsablePython(['/nonexistent/python3', bare]), (err: Error) => {
+      assert.match(
+        err.message,
+        /tried \/nonexistent\/python3 \(not found\), .*python-bare \(cannot import psycopg2 or psycopg\)/,
+      );
+      assert.match(err.message, /apt-get install python3-psycopg2/);
+      return true;
+    });
+  });
+
   test('falls back to psycopg 3 when psycopg2 cannot be imported', async () => {
-    const path = psycopg3Only();
+    const path = psycopg3Only(scratch);
     assert.deepEqual(await findPython(path), { path, driver: 'psycopg' });
   });
 });
+
+/** Sets an environment variable for one test; returns the function that puts it back. */
+function restoreEnv(name: string, value: string | undefined): () => void {
+  const old = process.env[name];
+  if (value === undefined) delete process.env[name];
+  else process.env[name] = value;
+  return () => {
+    if (old === undefined) delete process.env[name];
+    else process.env[name] = old;
+  };
+}

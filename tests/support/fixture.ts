@@ -8,6 +8,7 @@ import { waitFor } from './waitFor.ts';
 export interface Fixture {
   server: PgServer;
   url: string;
+  /** Replace after a server restart: the old connection is gone. */
   db: pg.Client;
   schema: string;
   query<T extends pg.QueryResultRow = Record<string, unknown>>(text: string, params?: unknown[]): Promise<T[]>;
@@ -26,13 +27,13 @@ export async function setupFixture(options: { schema?: string; install?: boolean
   if (options.install !== false) await installSchema(db, schema, { mode: 'sql' });
   const nodes: RppdProcess[] = [];
   let n = 0;
-  return {
+  const fixture: Fixture = {
     server,
     url: server.url,
     db,
     schema,
     async query(text, params) {
-      return (await db.query(text, params)).rows;
+      return (await fixture.db.query(text, params)).rows;
     },
     async startNode(o = {}) {
       const port = await freePort();
@@ -52,10 +53,11 @@ export async function setupFixture(options: { schema?: string; install?: boolean
     },
     async close() {
       await Promise.all(nodes.map((p) => p.kill('SIGKILL')));
-      await db.end().catch(() => undefined);
+      await fixture.db.end().catch(() => undefined);
       await server.stop();
     },
   };
+  return fixture;
 }
 
 /** Wait until `sql` returns `count` rows (or more when atLeast). */

@@ -106,7 +106,9 @@ export async function startPg(options: StartOptions = {}): Promise<PgServer> {
     listen_addresses: '127.0.0.1',
     unix_socket_directories: join(root, 'sock'),
     max_connections: 200,
-    ...(options.durable ? {} : { fsync: 'off', synchronous_commit: 'off', full_page_writes: 'off' }),
+    // fsync off only matters if the OS crashes; synchronous_commit stays on so that a
+    // committed row survives `restart('immediate')` (the crash tests rely on it).
+    ...(options.durable ? {} : { fsync: 'off', full_page_writes: 'off' }),
     ...options.settings,
     port,
   };

@@ -10,11 +10,14 @@ export interface EventRow {
   old_row: Record<string, unknown> | null;
   done_fns: number[];
   attempts: number;
+  /** Schedules: the one function to run, and the rppd_cron row. */
+  fn_id: number | null;
+  cron_id: number | null;
   /** rppd_wake.functions_version in the snapshot that read this event. */
   fv: string;
 }
 
-const columns = 'id, schema_table, trig, new_row, old_row, done_fns, attempts';
+const columns = 'id, schema_table, trig, new_row, old_row, done_fns, attempts, fn_id, cron_id';
 const withVersion = (schema: string) => `(SELECT functions_version FROM ${rppdTable(schema, 'rppd_wake')}) AS fv`;
 
 /** The next events after `afterId`, in id (capture) order. */

@@ -72,8 +72,10 @@ export function locateInStack(stack: string | undefined): string | undefined {
 export function summarize(value: unknown): string {
   const err = coerceError(value);
   const code = (err as { code?: unknown }).code;
-  const sqlState = typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) ? ` (SQLSTATE ${code})` : '';
-  return `${err.name || 'Error'}: ${err.message}${sqlState}`;
+  const isSqlState = typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code);
+  // pg names server errors after the protocol message type, 'error'.
+  const name = isSqlState && err.name === 'error' ? 'DatabaseError' : err.name || 'Error';
+  return `${name}: ${err.message}${isSqlState ? ` (SQLSTATE ${code})` : ''}`;
 }
 
 /** Captured output in a SharedArrayBuffer: [bytes used, truncated flag] then the bytes. */
@@ -167,18 +169,21 @@ function serve(port: MessagePort, config: WorkerConfig): void {
     return fresh;
   }
 
+  // Concurrent first queries of one run share one connection attempt.
+  function connectOnce(): Promise<pg.Client> {
+    connecting ??= connect().finally(() => {
+      connecting = undefined;
+    });
+    return connecting;
+  }
+
   async function query(
     text: string,
     params?: unknown[],
   ): Promise<{ rows: Record<string, unknown>[]; rowCount: number }> {
     try {
-      if (!client) {
-        connecting ??= connect().finally(() => {
-          connecting = undefined;
-        });
-        await connecting;
-      }
-      const result = await client!.query(text, params);
+      const current = client ?? (await connectOnce());
+      const result = await current.query(text, params);
       return { rows: result.rows, rowCount: result.rowCount ?? 0 };
     } catch (err) {
       if (isConnectionError(err)) {

@@ -31,6 +31,11 @@ export async function findPython(preferred?: string): Promise<FoundPython> {
   const candidates = [preferred, process.env.RPPD_PYTHON, '/usr/bin/python3', 'python3'].filter(
     (c, i, all): c is string => typeof c === 'string' && c.trim() !== '' && all.indexOf(c) === i,
   );
+  return firstUsablePython(candidates);
+}
+
+/** The first of `candidates` that imports psycopg2 or psycopg; the error names each one and why it failed. */
+export async function firstUsablePython(candidates: readonly string[]): Promise<FoundPython> {
   const tried: string[] = [];
   for (const path of candidates) {
     try {

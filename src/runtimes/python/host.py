@@ -210,13 +210,13 @@ class Host:
         label = req['label']
         inp = req['input']
         out = Capture(self.output_limit)
-        started = time.perf_counter()
+        problem = self.ensure_connection()
+        started = time.perf_counter()  # took_ms is the code's time: compile, run, commit
 
         def result(ok, kind=None, error=None):
             took = (time.perf_counter() - started) * 1000
             return {'ok': ok, 'kind': kind, 'error': error, 'output': out.text(), 'tookMs': took}
 
-        problem = self.ensure_connection()
         if problem is not None:
             return result(False, 'transient', f'database connection failed: {problem} on run {label}')
         try:
