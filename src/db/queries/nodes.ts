@@ -1,7 +1,7 @@
 // Runtime SQL on rppd_config: registration, heartbeat and the master lease.
 // Every time is the database clock (now()); no two machines' clocks are compared.
 import type pg from 'pg';
-import { rppdTable } from '../ident.ts';
+import { quoteIdentIfNeeded, rppdTable } from '../ident.ts';
 import { SqlState } from '../sqlState.ts';
 
 export interface NodeRow {
@@ -99,17 +99,89 @@ export async function registerNode(
   }
 }
 
+/** The master as the database sees it: its id, epoch and how long its lease still runs (database clock). */
+export interface MasterInfo {
+  id: number;
+  epoch: string;
+  leaseLeftMs: number;
+}
+
+/** Write our heartbeat and stats; returns whether our row exists and who is master now. */
 export async function heartbeat(
   db: pg.ClientBase | pg.Pool,
   schema: string,
   id: number,
   stats: Record<string, unknown>,
-): Promise<boolean> {
-  const res = await db.query(
-    `UPDATE ${rppdTable(schema, 'rppd_config')} SET heartbeat_at = now(), stats = $2 WHERE id = $1`,
+): Promise<{ found: boolean; master: MasterInfo | null }> {
+  const t = rppdTable(schema, 'rppd_config');
+  const res = await db.query<{ found: boolean; master: MasterInfo | null }>(
+    `WITH beat AS (UPDATE ${t} SET heartbeat_at = now(), stats = $2 WHERE id = $1 RETURNING id)
+     SELECT EXISTS (SELECT 1 FROM beat) AS found,
+            (SELECT json_build_object('id', m.id, 'epoch', m.epoch::text,
+                    'leaseLeftMs', floor(extract(epoch FROM m.lease_until - now()) * 1000))
+               FROM ${t} m WHERE m.master) AS master`,
     [id, JSON.stringify(stats)],
   );
-  return (res.rowCount ?? 0) > 0;
+  return res.rows[0] ?? { found: false, master: null };
+}
+
+/** The node holding master = true, if any (its lease may have run out and not yet been taken over). */
+export async function currentMaster(db: pg.ClientBase | pg.Pool, schema: string): Promise<MasterInfo | null> {
+  const { rows } = await db.query<MasterInfo>(
+    `SELECT id, epoch::text AS epoch, floor(extract(epoch FROM lease_until - now()) * 1000)::float8 AS "leaseLeftMs"
+       FROM ${rppdTable(schema, 'rppd_config')} WHERE master`,
+  );
+  return rows[0] ?? null;
+}
+
+/**
+ * The epoch fence of the master's writes, run inside their transaction: true while
+ * this node holds the lease of this epoch. FOR KEY SHARE conflicts with a takeover
+ * (which changes the UNIQUE `master` column) but not with renewals, so no other node
+ * can become master until this transaction has committed.
+ */
+export async function holdsLease(db: pg.ClientBase, schema: string, id: number, epoch: string): Promise<boolean> {
+  const { rows } = await db.query(
+    `SELECT 1 FROM ${rppdTable(schema, 'rppd_config')}
+      WHERE id = $1 AND master AND epoch = $2 AND lease_until >= now() FOR KEY SHARE`,
+    [id, epoch],
+  );
+  return rows.length > 0;
+}
+
+/** A node as the master's dispatch sees it. */
+export interface ClusterNodeRow {
+  id: number;
+  host: string;
+  host_name: string;
+  max_db_connections: number;
+  active: boolean;
+  /** heartbeat younger than the staleness limit (database clock) */
+  alive: boolean;
+  /** epoch milliseconds of heartbeat_at; compared only with itself (did it move?) */
+  heartbeat: string | null;
+  stats: Record<string, unknown> | null;
+}
+
+export async function loadClusterNodes(
+  db: pg.ClientBase | pg.Pool,
+  schema: string,
+  staleMs: number,
+): Promise<ClusterNodeRow[]> {
+  const { rows } = await db.query<ClusterNodeRow>(
+    `SELECT id, host, host_name, max_db_connections, stats,
+            (active_since IS NOT NULL AND active_since <= now()) AS active,
+            coalesce(heartbeat_at > now() - make_interval(secs => $1::float8 / 1000), false) AS alive,
+            (extract(epoch FROM heartbeat_at) * 1000)::bigint::text AS heartbeat
+       FROM ${rppdTable(schema, 'rppd_config')} ORDER BY id`,
+    [staleMs],
+  );
+  return rows;
+}
+
+/** Tell every node that rppd_config changed (e.g. this node is ready to take work). */
+export async function announceNodes(db: pg.ClientBase | pg.Pool, schema: string): Promise<void> {
+  await db.query(`SELECT pg_notify('rppd_config', $1)`, [`${quoteIdentIfNeeded(schema)}.rppd_config`]);
 }
 
 export interface Lease {

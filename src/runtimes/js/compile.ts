@@ -8,7 +8,7 @@ import { build, type Message, type TransformOptions, type TransformResult, trans
 import { coerceError } from '../../util/errors.ts';
 import type { FunctionDef } from '../runtime.ts';
 
-/** The code cannot become a module (TypeScript syntax error). */
+/** The code cannot become a module: a JavaScript or TypeScript syntax error. */
 export class CompileError extends Error {
   override name = 'CompileError';
   constructor(
@@ -20,9 +20,7 @@ export class CompileError extends Error {
   }
 }
 
-/** Matches compiled function file names in stack traces: fn-<id>-<hash12>.mjs. */
-export const FUNCTION_FILE_PATTERN = /fn-\d+-[0-9A-Za-z]+\.mjs/;
-
+/** fn-<id>-<hash12>.mjs; jsWorker.ts finds stack frames in the function's code by this name. */
 export function functionFileName(fn: Pick<FunctionDef, 'id' | 'codeHash'>): string {
   // The hash is only a cache key: keep it to characters that are safe in a file name.
   const hash12 = fn.codeHash.replace(/[^0-9A-Za-z]/g, '').slice(0, 12) || 'nohash';

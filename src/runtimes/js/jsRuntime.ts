@@ -89,7 +89,7 @@ class WorkerHandle {
         clearTimeout(timer);
         if (!this.started) reject(new Error(`the worker exited with code ${code} while starting`));
       });
-      this.thread.once('errorx', (err: Error) => {
+      this.thread.once('error', (err) => {
         clearTimeout(timer);
         if (!this.started) reject(err);
       });
@@ -105,7 +105,7 @@ class WorkerHandle {
     });
     // An uncaught exception or unhandled rejection ends the worker with 'error' then 'exit';
     // with a listener it never reaches the main process.
-    // removed
+    this.thread.on('error', (err) => this.lose(this.describeCrash(err)));
     this.thread.on('exit', (code) => {
       this.lose({
         ok: false,
