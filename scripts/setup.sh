@@ -12,7 +12,6 @@ fi
 need_apt=()
 if ! /usr/bin/python3 -c 'import psycopg2' >/dev/null 2>&1; then need_apt+=(python3-psycopg2); fi
 if ! /usr/bin/python3 -c 'import psycopg' >/dev/null 2>&1; then need_apt+=(python3-psycopg); fi
-if ! command -v chromium >/dev/null 2>&1 && [ "${RPPD_SKIP_BROWSER:-}" = "" ] && [ -d tests/http ]; then need_apt+=(chromium); fi
 if [ ${#need_apt[@]} -gt 0 ]; then
   if [ "$(id -u)" = 0 ]; then
     export DEBIAN_FRONTEND=noninteractive

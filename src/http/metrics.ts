@@ -1,0 +1,83 @@
+// Prometheus metrics, fed by the node's events (the observability seam).
+import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import type { NodeEvents } from '../events/nodeEvents.ts';
+
+export interface NodeMetrics {
+  registry: Registry;
+}
+
+export function makeMetrics(
+  events: NodeEvents,
+  stats: () => {
+    master: boolean;
+    admitted: number;
+    queued: number;
+    running: number;
+    workers: number;
+    maxConcurrency: number;
+  },
+): NodeMetrics {
+  const registry = new Registry();
+  const runs = new Counter({
+    name: 'rppd_runs_total',
+    help: 'Finished runs by function and result (ok, or the failure kind)',
+    labelNames: ['fn_id', 'result'] as const,
+    registers: [registry],
+  });
+  const retries = new Counter({
+    name: 'rppd_run_retries_total',
+    help: 'Runs retried after a transient failure',
+    labelNames: ['fn_id'] as const,
+    registers: [registry],
+  });
+  const duration = new Histogram({
+    name: 'rppd_run_duration_seconds',
+    help: 'Run time of functions',
+    labelNames: ['fn_id'] as const,
+    buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120],
+    registers: [registry],
+  });
+  const completed = new Counter({
+    name: 'rppd_events_completed_total',
+    help: 'Events whose functions all finished (deleted from rppd_event_queue)',
+    registers: [registry],
+  });
+  const dbErrors = new Counter({
+    name: 'rppd_db_errors_total',
+    help: 'Database errors by where they happened',
+    labelNames: ['where'] as const,
+    registers: [registry],
+  });
+  const leaseChanges = new Counter({
+    name: 'rppd_lease_changes_total',
+    help: 'Master lease acquired or lost by this node',
+    labelNames: ['change'] as const,
+    registers: [registry],
+  });
+  const gauge = (name: string, help: string, read: () => number) =>
+    new Gauge({
+      name,
+      help,
+      registers: [registry],
+      collect() {
+        this.set(read());
+      },
+    });
+  gauge('rppd_is_master', '1 while this node holds the master lease', () => (stats().master ? 1 : 0));
+  gauge('rppd_events_in_memory', 'Events the master holds in memory', () => stats().admitted);
+  gauge('rppd_runs_queued', 'Runs waiting for their queue or a free worker', () => stats().queued);
+  gauge('rppd_runs_running', 'Runs executing on this node', () => stats().running);
+  gauge('rppd_workers', 'Runtime workers alive on this node', () => stats().workers);
+  gauge('rppd_max_concurrency', 'rppd_config.max_db_connections of this node', () => stats().maxConcurrency);
+
+  events.on('run:finished', (e) => {
+    runs.inc({ fn_id: String(e.fnId), result: e.ok ? 'ok' : (e.kind ?? 'failed') });
+    duration.observe({ fn_id: String(e.fnId) }, e.tookMs / 1000);
+  });
+  events.on('run:retry', (e) => retries.inc({ fn_id: String(e.fnId) }));
+  events.on('events:completed', (e) => completed.inc(e.ids.length));
+  events.on('db:error', (e) => dbErrors.inc({ where: e.where }));
+  events.on('lease:acquired', () => leaseChanges.inc({ change: 'acquired' }));
+  events.on('lease:lost', () => leaseChanges.inc({ change: 'lost' }));
+  return { registry };
+}

@@ -1,0 +1,53 @@
+// The node's HTTP API over real HTTP: health, info, Prometheus metrics, error shape.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { type Fixture, setupFixture, waitForMaster } from '../support/fixture.ts';
+import { freePort } from '../support/pgServer.ts';
+import { waitFor } from '../support/waitFor.ts';
+
+describe('HTTP API', () => {
+  let f: Fixture;
+  let base: string;
+  before(async () => {
+    f = await setupFixture();
+    await f.db.query(`
+      CREATE TABLE h (id serial PRIMARY KEY);
+      CREATE TRIGGER h_event AFTER INSERT ON h FOR EACH ROW EXECUTE PROCEDURE rppd_event();
+      INSERT INTO rppd_function (code, checksum, schema_table, lang) VALUES
+        ('export default async () => {}', 'na', 'h', 'js'),
+        ('export default async () => { throw new Error("x") }', 'na', 'h', 'js');`);
+    const port = await freePort();
+    base = `http://127.0.0.1:${port}`;
+    await waitForMaster(await f.startNode({ env: { RPPD_HTTP: `127.0.0.1:${port}` } }));
+  });
+  after(async () => f?.close());
+
+  test('/healthz reports ok with the node and its role', async () => {
+    const res = await fetch(`${base}/healthz`);
+    assert.equal(res.status, 200);
+    const body = await res.json();
+    assert.equal(body.status, 'ok');
+    assert.equal(body.master, true);
+  });
+
+  test('/metrics counts runs by result', async () => {
+    await f.db.query('INSERT INTO h DEFAULT VALUES');
+    const text = await waitFor(
+      async () => {
+        const t = await (await fetch(`${base}/metrics`)).text();
+        return /rppd_runs_total\{fn_id="1",result="ok"\} 1/.test(t) && /result="function"\} 1/.test(t) ? t : undefined;
+      },
+      { what: 'run counters' },
+    );
+    assert.match(text, /rppd_is_master 1/);
+    assert.match(text, /rppd_events_completed_total 1/);
+  });
+
+  test('unknown routes and methods use the one error shape', async () => {
+    const res = await fetch(`${base}/nope`);
+    assert.equal(res.status, 404);
+    assert.deepEqual(Object.keys((await res.json()).error).sort(), ['code', 'message']);
+    const post = await fetch(`${base}/healthz`, { method: 'POST' });
+    assert.equal(post.status, 405);
+  });
+});
