@@ -2,6 +2,7 @@
 // into one running node. Nothing else reaches across folders.
 import type pg from 'pg';
 import { makeLeaseKeeper } from './cluster/leaseKeeper.ts';
+import { makeWorkerService, type WorkerService } from './cluster/workerService.ts';
 import type { Settings } from './config/settings.ts';
 import { type CronRunner, startCronRunner } from './cron/cronRunner.ts';
 import { unquoteIdent } from './db/ident.ts';
@@ -9,13 +10,26 @@ import { checkSchema, installSchema } from './db/installSchema.ts';
 import { startListener } from './db/listener.ts';
 import { makePool } from './db/pool.ts';
 import { cleanupLogs } from './db/queries/logs.ts';
-import { loadNodes, markStopped, NodeNameTaken, type NodeRow, registerNode } from './db/queries/nodes.ts';
-import { makeCompleter } from './dispatch/completer.ts';
+import {
+  announceNodes,
+  currentMaster,
+  holdsLease,
+  loadNodes,
+  NodeNameTaken,
+  type NodeRow,
+  registerNode,
+} from './db/queries/nodes.ts';
+import { type ClusterExecutor, makeClusterExecutor } from './dispatch/clusterExecutor.ts';
+import { Fenced, makeCompleter } from './dispatch/completer.ts';
 import { type Dispatcher, makeDispatcher } from './dispatch/dispatcher.ts';
 import { makeFunctionRegistry } from './dispatch/functionRegistry.ts';
 import { makeLocalExecutor } from './dispatch/localExecutor.ts';
 import { NodeEvents } from './events/nodeEvents.ts';
+import { type HttpApi, startHttpApi } from './http/httpServer.ts';
+import { makeMetrics } from './http/metrics.ts';
 import { type Logger, logNodeEvents, makeLogger } from './log/logger.ts';
+import { lateHandlers, startRpcServer } from './rpc/rpcServer.ts';
+import { checkBindSecurity, type RpcSecurity } from './rpc/security.ts';
 import { makeJsRuntime } from './runtimes/js/jsRuntime.ts';
 import { findPython } from './runtimes/python/findPython.ts';
 import { makePythonRuntime } from './runtimes/python/pythonRuntime.ts';
@@ -65,10 +79,31 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
     applicationName: `rppd ${settings.name}`,
     onError: (error) => events.emit('db:error', { where: 'pool', error }),
   });
+  // pg-pool listens for errors of idle clients only: a server restart while a client is checked
+  // out (a transaction) would be an unhandled 'error' event and end the process. The query in
+  // progress fails with the same error, and its caller handles that.
+  pool.on('connect', (client) => client.on('error', () => undefined));
   log.info(
     { version: VERSION, schema, db: settings.urlRedacted, bind: settings.bind.text, name: settings.name },
     'rppd starting',
   );
+
+  // Node-to-node RPC listens before the node registers, so the address in its row answers.
+  const security: RpcSecurity = { secret: settings.secret, tls: settings.tls };
+  checkBindSecurity(settings.bind, security);
+  if (security.secret === undefined) {
+    log.warn(
+      `node-to-node calls are not authenticated (no secret): only processes on this machine can reach ${settings.bind.text}`,
+    );
+  }
+  let worker: WorkerService | null = null;
+  const rpc = await startRpcServer({
+    bind: settings.bind,
+    security,
+    handlers: lateHandlers(() => worker?.handlers ?? null),
+    onUnauthenticated: (peer, method) =>
+      log.warn({ peer, method }, 'refused a node-to-node call: missing or wrong secret'),
+  });
 
   // A row with our name and a fresh heartbeat is either a live node (refuse) or
   // our own previous instance that was killed: wait until its heartbeat is stale.
@@ -105,6 +140,9 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
         log.info(result, 'installed rppd');
       }
       self = await registerWhenFree(client);
+    } catch (err) {
+      await rpc.close(0);
+      throw err;
     } finally {
       client.release();
     }
@@ -144,29 +182,80 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
     unavailable,
   });
 
-  // Dispatch, while this node holds the lease.
-  const completer = makeCompleter({
-    pool,
-    schema,
-    onError: (error) => events.emit('db:error', { where: 'complete', error }),
-    onFlushed: (ids) => {
-      if (ids.length) events.emit('events:completed', { ids });
-    },
+  const runs = makeWorkerService({
+    nodeId: () => self.id,
+    executor,
+    registry,
+    currentMaster: () => currentMaster(pool, schema),
   });
+  worker = runs;
+  const langs = runtimes.flatMap((rt) => rt.langs);
+
+  // Dispatch, while this node holds the lease: one dispatcher, cluster executor and
+  // completer per master term, the completer's writes fenced by the term's epoch.
   let dispatcher: Dispatcher | null = null;
+  let cluster: ClusterExecutor | null = null;
   let cron: CronRunner | null = null;
-  let stopping = false;
-  const makeMasterDispatcher = () =>
-    makeDispatcher({
+  function startMaster(epoch: string): void {
+    const completer = makeCompleter({
+      pool,
+      schema,
+      fence: async (client) => {
+        if (!(await holdsLease(client, schema, self.id, epoch))) {
+          throw new Fenced(
+            `epoch ${epoch} no longer holds the lease: its unwritten results are left to the next master`,
+          );
+        }
+      },
+      onError: (error) => events.emit('db:error', { where: 'complete', error }),
+      onFlushed: (ids) => {
+        if (ids.length) events.emit('events:completed', { ids });
+      },
+    });
+    let d: Dispatcher | null = null;
+    const term = makeClusterExecutor({
+      pool,
+      schema,
+      selfId: self.id,
+      epoch,
+      security,
+      worker: runs,
+      functionsVersion: () => registry.version(),
+      leaseValid: () => lease.valid() && lease.epoch() === epoch,
+      onStale: () => void lease.tick(),
+      onCapacity: () => d?.pump(),
+      onReady: (info) => log.info({ epoch, ...info }, 'master: dispatching'),
+      staleMs: Math.min(settings.leaseMs, 3 * settings.heartbeatMs),
+      refreshMs: settings.heartbeatMs,
+      onError: (where, error) => events.emit('db:error', { where, error }),
+    });
+    d = makeDispatcher({
       pool,
       schema,
       registry,
-      executor,
+      executor: term,
       completer,
       events,
       pollMs: settings.pollMs,
       maxAttempts: settings.maxAttempts,
     });
+    cluster = term;
+    dispatcher = d;
+    d.start();
+  }
+  /** Runs not yet started are dropped, running ones get the grace period; then the term's connections close. */
+  async function stopMaster(): Promise<void> {
+    const d = dispatcher;
+    const c = cluster;
+    dispatcher = null;
+    cluster = null;
+    c?.retire();
+    try {
+      await d?.stop(settings.shutdownGraceMs);
+    } finally {
+      c?.close();
+    }
+  }
 
   const lease = makeLeaseKeeper({
     pool,
@@ -175,25 +264,42 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
     leaseMs: settings.leaseMs,
     heartbeatMs: settings.heartbeatMs,
     events,
-    eligible: () => !stopping && self.active,
+    eligible: () => self.active,
     stats: () => {
       const d = dispatcher?.stats();
       const x = executor.stats();
-      return { queued: d?.queued ?? 0, running: x.running, pool: x.max - x.running, workers: x.workers };
+      const c = cluster?.stats();
+      return {
+        queued: d?.queued ?? 0,
+        running: x.running,
+        pool: x.max - x.running,
+        workers: x.workers,
+        max: x.max,
+        langs,
+        incarnation: runs.incarnation,
+        epoch: lease.epoch(),
+        ...(c ? { dispatched: c.nodes, held: c.held } : {}),
+      };
     },
-    onAcquired: () => {
-      dispatcher = makeMasterDispatcher();
-      dispatcher.start();
+    onAcquired: (epoch) => {
+      startMaster(epoch);
       cron = startCronRunner({ pool, schema, events, onFired: () => dispatcher?.wake() });
     },
     onLost: () => {
       cron?.stop();
       cron = null;
-      const d = dispatcher;
-      dispatcher = null;
-      void d?.stop(settings.shutdownGraceMs);
+      void stopMaster();
+    },
+    onHeartbeat: (master) => {
+      runs.observeMaster(master);
+      if (!announced) {
+        // Our stats are in the row now: tell the master it can send us work.
+        announced = true;
+        announceNodes(pool, schema).catch((error) => events.emit('db:error', { where: 'announce', error }));
+      }
     },
   });
+  let announced = false;
 
   // Config changes: re-read the table we are told about; a slow poll covers lost notifications.
   async function reloadConfig(table: string): Promise<void> {
@@ -222,8 +328,12 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
           if (mine.max_db_connections !== self.max_db_connections) executor.setMaxConcurrency(mine.max_db_connections);
           self = mine;
         }
+        const master = rows.find((r) => r.master) ?? null;
+        runs.observeMaster(master);
+        cluster?.refresh();
         events.emit('config:reloaded', { table });
-        void lease.tick();
+        // No master (one just released the lease): try at once. The master checks its own row.
+        if (master === null || lease.epoch() !== null) void lease.tick();
       } else {
         if (table === 'rppd_cron') cron?.reload();
         events.emit('config:reloaded', { table });
@@ -264,6 +374,39 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
 
   lease.start();
 
+  let http: HttpApi | null = null;
+  if (settings.http) {
+    const info = () => {
+      const d = dispatcher?.stats();
+      const x = executor.stats();
+      return {
+        node_id: self.id,
+        name: settings.name,
+        master: lease.epoch() !== null,
+        epoch: lease.epoch(),
+        admitted: d?.admitted ?? 0,
+        queued: d?.queued ?? 0,
+        running: x.running,
+        workers: x.workers,
+        max_concurrency: x.max,
+      };
+    };
+    const metrics = makeMetrics(events, () => {
+      const i = info();
+      return { ...i, maxConcurrency: i.max_concurrency };
+    });
+    http = await startHttpApi({
+      host: settings.http.host,
+      port: settings.http.port,
+      registry: metrics.registry,
+      info,
+      checkHealth: async () => {
+        await pool.query('SELECT 1');
+      },
+    });
+    log.info({ http: `${settings.http.host}:${http.port}` }, 'HTTP API listening (/healthz, /info, /metrics)');
+  }
+
   let resolveStopped!: () => void;
   const stopped = new Promise<void>((r) => {
     resolveStopped = r;
@@ -271,16 +414,19 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
   let stopPromise: Promise<void> | null = null;
   async function stop(): Promise<void> {
     stopPromise ??= (async () => {
-      stopping = true;
+      lease.drain();
       log.info('stopping');
       clearInterval(maintenance);
       cron?.stop();
       cron = null;
-      const d = dispatcher;
-      dispatcher = null;
-      await d?.stop(settings.shutdownGraceMs);
-      await lease.stop();
-      await markStopped(pool, schema, self.id).catch(() => undefined);
+      // As master: its runs (on any node) finish and are written while it still holds the lease.
+      await stopMaster();
+      // As a node: refuse new runs, let those in flight finish.
+      await runs.drain(settings.shutdownGraceMs);
+      // Releasing the lease notifies every node: one takes over at once.
+      await lease.stop({ markStopped: true });
+      await rpc.close(1000);
+      await http?.close();
       await listener.close();
       await Promise.all(runtimes.map((rt) => rt.close(1000)));
       abort.abort();

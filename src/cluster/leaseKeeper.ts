@@ -4,7 +4,14 @@
 // See docs/cluster.md (the lease, the epoch, the failover timeline).
 import { performance } from 'node:perf_hooks';
 import type pg from 'pg';
-import { heartbeat, type MasterInfo, releaseLease, renewLease, tryAcquireLease } from '../db/queries/nodes.ts';
+import {
+  heartbeat,
+  type MasterInfo,
+  markStopped,
+  releaseLease,
+  renewLease,
+  tryAcquireLease,
+} from '../db/queries/nodes.ts';
 import type { NodeEvents } from '../events/nodeEvents.ts';
 import { coerceError } from '../util/errors.ts';
 
@@ -15,7 +22,7 @@ export interface LeaseKeeperOptions {
   leaseMs: number;
   heartbeatMs: number;
   events: NodeEvents;
-  /** Whether this node may be master now (active row, not shutting down). */
+  /** Whether this node may be master now (its row is active). */
   eligible: () => boolean;
   stats: () => Record<string, unknown>;
   onAcquired: (epoch: string) => void;
@@ -35,7 +42,13 @@ export interface LeaseKeeper {
    * if the database has not answered since (measured on this node's monotonic clock).
    */
   valid(): boolean;
-  stop(): Promise<void>;
+  /** Shutting down: take no lease from now on, but keep (and renew) one held until stop(). */
+  drain(): void;
+  /**
+   * Release the lease, if held, and stop. With markStopped the same single UPDATE also
+   * marks the node stopped (no heartbeat), so the next master does not wait for it.
+   */
+  stop(options?: { markStopped?: boolean }): Promise<void>;
 }
 
 // A lease is trusted locally for this share of its length after the renewal was sent:
@@ -51,6 +64,7 @@ export function makeLeaseKeeper(o: LeaseKeeperOptions): LeaseKeeper {
   let ticking: Promise<void> | null = null;
   let again = false;
   let stopped = false;
+  let draining = false;
   /** When the current master's lease runs out, as seen at the last heartbeat (local monotonic ms). */
   let masterLeaseEnds: number | null = null;
 
@@ -76,7 +90,7 @@ export function makeLeaseKeeper(o: LeaseKeeperOptions): LeaseKeeper {
         } else {
           lose('another node holds the lease');
         }
-      } else if (o.eligible()) {
+      } else if (o.eligible() && !draining) {
         const client = await o.pool.connect();
         const sentAt = performance.now();
         let lease: Awaited<ReturnType<typeof tryAcquireLease>>;
@@ -131,7 +145,7 @@ export function makeLeaseKeeper(o: LeaseKeeperOptions): LeaseKeeper {
     if (stopped) return;
     let wait = o.heartbeatMs;
     const left = masterLeaseEnds === null ? -1 : masterLeaseEnds - performance.now();
-    if (epoch === null && left >= 0 && o.eligible()) wait = Math.min(wait, left + TAKEOVER_DELAY_MS);
+    if (epoch === null && left >= 0 && o.eligible() && !draining) wait = Math.min(wait, left + TAKEOVER_DELAY_MS);
     timer = setTimeout(() => {
       void tick().finally(schedule);
     }, wait);
@@ -144,15 +158,17 @@ export function makeLeaseKeeper(o: LeaseKeeperOptions): LeaseKeeper {
     tick,
     epoch: () => epoch,
     valid: () => epoch !== null && trusted(),
-    async stop() {
+    drain() {
+      draining = true;
+    },
+    async stop(options = {}) {
       stopped = true;
       clearTimeout(timer);
       await ticking;
-      if (epoch !== null) {
-        const old = epoch;
-        epoch = null;
-        await releaseLease(o.pool, o.schema, o.nodeId(), old).catch(() => undefined);
-      }
+      const old = epoch;
+      epoch = null;
+      if (options.markStopped) await markStopped(o.pool, o.schema, o.nodeId()).catch(() => undefined);
+      else if (old !== null) await releaseLease(o.pool, o.schema, o.nodeId(), old).catch(() => undefined);
     },
   };
 }

@@ -31,8 +31,8 @@ export interface WorkerService {
   runLocal(run: PlannedRun, runId: string, epoch: string): Promise<RunResult & { nodeId: number }>;
   /** This node became master with `epoch`: older epochs are refused from now on; the runs in flight. */
   statusLocal(epoch: string): StatusReply;
-  /** What a heartbeat read: the newest master raises the fence. */
-  observeMaster(master: MasterInfo | null): void;
+  /** What a heartbeat or a read of rppd_config saw: the newest master raises the fence. */
+  observeMaster(master: { epoch: string | null } | null): void;
   /** Refuse new runs and wait up to graceMs for those in flight. */
   drain(graceMs: number): Promise<void>;
   stats(): { inFlight: number; epoch: string };
@@ -191,7 +191,7 @@ export function makeWorkerService(o: WorkerServiceOptions): WorkerService {
       return snapshot();
     },
     observeMaster(master) {
-      if (master) raise(BigInt(master.epoch));
+      if (master?.epoch) raise(BigInt(master.epoch));
     },
     async drain(graceMs) {
       stopping = true;

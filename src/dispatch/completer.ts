@@ -36,6 +36,11 @@ function clean(text: string | null): string | null {
   return text === null ? null : text.replaceAll('\u0000', '\\u0000');
 }
 
+/** Thrown by a fence: this node may no longer write as master. The batch is dropped, not retried. */
+export class Fenced extends Error {
+  override name = 'Fenced';
+}
+
 export function makeCompleter(options: CompleterOptions): Completer {
   let logs: LogRow[] = [];
   let done = new Map<string, number[]>();
@@ -92,6 +97,12 @@ export function makeCompleter(options: CompleterOptions): Completer {
       for (const id of batchDeletes) pendingDelete.delete(id);
       options.onFlushed(batchDeletes);
     } catch (err) {
+      if (err instanceof Fenced) {
+        // Another master took over: it re-reads these events and runs them again.
+        for (const id of batchDeletes) pendingDelete.delete(id);
+        options.onError(err);
+        return;
+      }
       // Nothing is lost: the batch goes back in front and is written on the next try.
       options.onError(new Error('writing finished runs failed; will retry', { cause: coerceError(err) }));
       logs = batchLogs.concat(logs);

@@ -46,6 +46,8 @@ export interface Dispatcher {
   start(): void;
   /** A hint that new events may be there (NOTIFY). */
   wake(): void;
+  /** The executor has more free slots (a node joined or came back): start what is ready. */
+  pump(): void;
   /** Stop reading; wait up to graceMs for running runs; write what finished. */
   stop(graceMs: number): Promise<void>;
   stats(): { admitted: number; queued: number; running: number };
@@ -293,6 +295,7 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
       events.off('events:completed', onCompleted);
       idleWaiters = [];
     },
+    pump,
     stats() {
       const s = scheduler.size;
       return { admitted: admitted.size, queued: s.jobs - s.running, running };

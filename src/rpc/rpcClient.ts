@@ -39,7 +39,7 @@ type Unary<Req, Res> = (
 
 export function makeNodeClient(host: string, security: RpcSecurity): NodeClient {
   const Client = rppdNodeClientConstructor();
-  const client = new Client(host, channelCredentials(security), CHANNEL_OPTIONS) as grpc.Client &
+  const client = new Client(host, channelCredentials(security), CHANNEL_OPTIONS) as unknown as grpc.Client &
     Record<'Run' | 'Status', Unary<unknown, unknown>>;
 
   function call<Req, Res>(method: 'Run' | 'Status', request: Req, deadlineMs: number): Promise<Res> {

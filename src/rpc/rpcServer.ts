@@ -30,6 +30,15 @@ export interface NodeRpcHandlers {
   status(request: StatusRequest): Promise<StatusReply>;
 }
 
+/** Handlers that refuse (UNAVAILABLE) until the node has set up what answers them. */
+export function lateHandlers(get: () => NodeRpcHandlers | null): NodeRpcHandlers {
+  const starting = () => Promise.reject(new RpcRefusal(grpc.status.UNAVAILABLE, 'this node is starting'));
+  return {
+    run: (request) => get()?.run(request) ?? starting(),
+    status: (request) => get()?.status(request) ?? starting(),
+  };
+}
+
 export interface RpcServerOptions {
   bind: HostPort;
   security: RpcSecurity;

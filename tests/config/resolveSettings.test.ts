@@ -222,7 +222,7 @@ describe('resolveSettings extended settings', () => {
     assert.equal(s.cacheDir, join(cwd, '.rppd', 'cache'));
     assert.equal(s.outputLimitBytes, 1048576);
     assert.equal(s.memoryLimitMb, 512);
-    assert.equal(s.leaseMs, 5000);
+    assert.equal(s.leaseMs, 4000);
     assert.equal(s.heartbeatMs, 1000);
     assert.equal(s.pollMs, 500);
     assert.equal(s.shutdownGraceMs, 10000);
@@ -260,7 +260,7 @@ describe('resolveSettings extended settings', () => {
     [{ RPPD_HTTP: 'localhost' }, /^RPPD_HTTP="localhost" \(env\) has no port/],
     [{ RPPD_NAME: 'n'.repeat(65) }, /^RPPD_NAME="n+" \(env\) is longer than 64 characters$/],
     [{ RPPD_BIND: `${'h'.repeat(60)}:8881` }, /^RPPD_BIND="h+:8881" \(env\) is longer than 64 characters$/],
-    [{ RPPD_HEARTBEAT_MS: '5000' }, /^RPPD_HEARTBEAT_MS="5000" \(env\) must be less than lease_ms=5000 \(default\)/],
+    [{ RPPD_HEARTBEAT_MS: '4000' }, /^RPPD_HEARTBEAT_MS="4000" \(env\) must be less than lease_ms=4000 \(default\)/],
     [{ RPPD_TLS_CERT: 'missing.pem' }, /^RPPD_TLS_CERT="missing\.pem" \(env\) names no file/],
     [{ RPPD_HTTP: ':8881' }, /^RPPD_HTTP=":8881" \(env\) is the same host:port as bind=localhost:8881 \(default\)$/],
   ];
@@ -333,7 +333,7 @@ describe('resolveSettings result', () => {
     );
     assert.ok(lines.includes('url = postgres://u:***@db/app (args)'));
     assert.ok(lines.includes('secret = *** (env)'));
-    assert.ok(lines.includes('lease_ms = 5000 (default)'));
+    assert.ok(lines.includes('lease_ms = 4000 (default)'));
     assert.ok(!lines.join('\n').includes('a-long-shared-secret-value'));
   });
 });

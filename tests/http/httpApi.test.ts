@@ -25,7 +25,7 @@ describe('HTTP API', () => {
   test('/healthz reports ok with the node and its role', async () => {
     const res = await fetch(`${base}/healthz`);
     assert.equal(res.status, 200);
-    const body = await res.json();
+    const body = (await res.json()) as { status: string; master: boolean };
     assert.equal(body.status, 'ok');
     assert.equal(body.master, true);
   });
@@ -35,18 +35,21 @@ describe('HTTP API', () => {
     const text = await waitFor(
       async () => {
         const t = await (await fetch(`${base}/metrics`)).text();
-        return /rppd_runs_total\{fn_id="1",result="ok"\} 1/.test(t) && /result="function"\} 1/.test(t) ? t : undefined;
+        const done = /rppd_events_completed_total 1/.test(t);
+        return done && /rppd_runs_total\{fn_id="1",result="ok"\} 1/.test(t) && /result="function"\} 1/.test(t)
+          ? t
+          : undefined;
       },
       { what: 'run counters' },
     );
     assert.match(text, /rppd_is_master 1/);
-    assert.match(text, /rppd_events_completed_total 1/);
   });
 
   test('unknown routes and methods use the one error shape', async () => {
     const res = await fetch(`${base}/nope`);
     assert.equal(res.status, 404);
-    assert.deepEqual(Object.keys((await res.json()).error).sort(), ['code', 'message']);
+    const body = (await res.json()) as { error: Record<string, string> };
+    assert.deepEqual(Object.keys(body.error).sort(), ['code', 'message']);
     const post = await fetch(`${base}/healthz`, { method: 'POST' });
     assert.equal(post.status, 405);
   });

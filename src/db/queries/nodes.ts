@@ -203,7 +203,18 @@ export async function tryAcquireLease(
   const t = rppdTable(schema, 'rppd_config');
   await db.query('BEGIN');
   try {
-    await db.query(`UPDATE ${t} SET master = NULL WHERE master AND (lease_until IS NULL OR lease_until < now())`);
+    // Look before writing: any UPDATE of `master`, even of no row, fires the rppd_config_changed
+    // statement trigger, and a NOTIFY per try would wake every node every heartbeat.
+    const { rows: seen } = await db.query<{ live: boolean; flagged: boolean }>(
+      `SELECT coalesce(bool_or(lease_until >= now()), false) AS live, count(*) > 0 AS flagged FROM ${t} WHERE master`,
+    );
+    if (seen[0]?.live) {
+      await db.query('COMMIT');
+      return null;
+    }
+    if (seen[0]?.flagged) {
+      await db.query(`UPDATE ${t} SET master = NULL WHERE master AND (lease_until IS NULL OR lease_until < now())`);
+    }
     const { rows } = await db.query<{ epoch: string }>(
       `UPDATE ${t} SET master = true, lease_until = now() + make_interval(secs => $2::float8 / 1000),
               epoch = nextval(${quoteLiteralRegclass(schema, 'rppd_epoch_seq')})

@@ -1,0 +1,338 @@
+// The master's executor in a cluster: each run goes to the node with the most free
+// slots (max_db_connections minus runs in flight; this node on ties), by gRPC or
+// directly when that is this node. One instance per master term (epoch).
+//
+// Ordering across a takeover (docs/cluster.md): before the first run, every node is
+// asked for its Status with the new epoch. From then on it refuses the old epoch, and
+// the runs it still has of an earlier term are held (HeldRuns): their queues start
+// nothing until the node reports them gone, restarts, or stops heartbeating. A run
+// whose call broke is held the same way, so its retry never overlaps it.
+import { performance } from 'node:perf_hooks';
+import * as grpc from '@grpc/grpc-js';
+import type pg from 'pg';
+import { HeldRuns, heldKeys } from '../cluster/heldRuns.ts';
+import { type ClusterNode, makeNodeDirectory } from '../cluster/nodeDirectory.ts';
+import type { WorkerService } from '../cluster/workerService.ts';
+import type { RunReply, StatusReply } from '../rpc/protocol.ts';
+import { isConnectionRefused, isRefusal, refusalCode } from '../rpc/rpcClient.ts';
+import type { RpcSecurity } from '../rpc/security.ts';
+import type { RunResult } from '../runtimes/runtime.ts';
+import { delay } from '../util/backoff.ts';
+import { describeError } from '../util/errors.ts';
+import type { RunExecutor } from './dispatcher.ts';
+import type { PlannedRun } from './planRuns.ts';
+
+export interface ClusterExecutorOptions {
+  pool: pg.Pool;
+  schema: string;
+  selfId: number;
+  epoch: string;
+  security: RpcSecurity;
+  worker: WorkerService;
+  /** rppd_wake.functions_version loaded here: the node loads at least that. */
+  functionsVersion: () => bigint;
+  /** This node may still act as master (LeaseKeeper.valid). */
+  leaseValid: () => boolean;
+  /** A node said our epoch is stale: check the lease now. */
+  onStale: () => void;
+  /** More runs may start now (a node joined or came back, held runs ended). */
+  onCapacity: () => void;
+  /** Every node answered or is gone: dispatch starts. */
+  onReady: (info: { nodes: number; held: number; tookMs: number }) => void;
+  /** A node without a fresh heartbeat for this long is dead to dispatch. */
+  staleMs: number;
+  refreshMs: number;
+  onError: (where: string, error: Error) => void;
+}
+
+export interface ClusterExecutor extends RunExecutor {
+  /** Re-read rppd_config now (it changed). */
+  refresh(): void;
+  /** Start nothing more: runs not yet started end as 'internal' (the next master runs them). */
+  retire(): void;
+  /** After the dispatcher stopped: close connections and timers. */
+  close(): void;
+  stats(): { nodes: Record<string, number>; held: number };
+}
+
+const POLL_MS = 200;
+const STATUS_DEADLINE_MS = 2_000;
+/** One try for nodes whose heartbeat is stale at takeover (a deposed master may still run something). */
+const STALE_STATUS_DEADLINE_MS = 500;
+
+type Result = RunResult & { nodeId: number };
+
+export function makeClusterExecutor(o: ClusterExecutorOptions): ClusterExecutor {
+  const held = new HeldRuns();
+  const dir = makeNodeDirectory({
+    pool: o.pool,
+    schema: o.schema,
+    staleMs: o.staleMs,
+    security: o.security,
+    onRestarted: (node) => {
+      held.releaseNode(node.id);
+      o.onCapacity();
+    },
+  });
+  let seq = 0;
+  let retired = false;
+  let closed = false;
+  let gateOpen = false;
+  const polling = new Set<number>();
+
+  function fail(nodeId: number, error: string): Result {
+    return { ok: false, kind: 'internal', error, output: '', tookMs: 0, nodeId };
+  }
+
+  /** What a node reported: hold its runs of earlier terms. */
+  function adopt(node: ClusterNode, reply: StatusReply): void {
+    if (node.syncedIncarnation !== null && reply.incarnation !== node.syncedIncarnation) held.releaseNode(node.id);
+    node.syncedIncarnation = reply.incarnation;
+    node.stopping = reply.stopping;
+    held.hold(
+      node.id,
+      reply.runs
+        .filter((r) => r.epoch !== o.epoch)
+        .map((r) => ({
+          runId: r.run_id,
+          queueKey: r.queue_key,
+          ordered: r.ordered,
+          eventId: r.event_id,
+          fnId: r.fn_id,
+        })),
+    );
+  }
+
+  async function status(node: ClusterNode, deadlineMs: number): Promise<StatusReply> {
+    if (node.id === o.selfId) return o.worker.statusLocal(o.epoch);
+    return dir.client(node).status({ epoch: o.epoch, master_id: o.selfId }, deadlineMs);
+  }
+
+  /** Ask a node for its Status with our epoch: 'ok' once it answered, 'gone' when nothing listens there. */
+  async function sync(node: ClusterNode, deadlineMs = STATUS_DEADLINE_MS): Promise<'ok' | 'gone' | 'failed'> {
+    if (node.sync === 'running') return 'failed';
+    node.sync = 'running';
+    try {
+      adopt(node, await status(node, deadlineMs));
+      node.sync = 'yes';
+      o.onCapacity();
+      return 'ok';
+    } catch (err) {
+      node.sync = 'no';
+      dir.markDown(node);
+      if (refusalCode(err) === grpc.status.FAILED_PRECONDITION) o.onStale();
+      if (!isConnectionRefused(err)) return 'failed';
+      held.releaseNode(node.id);
+      return 'gone';
+    }
+  }
+
+  /** Takeover: every node that may run something of an earlier term has answered, or is gone. */
+  async function openGate(): Promise<void> {
+    const startedAt = performance.now();
+    for (let attempt = 0; !retired; attempt++) {
+      try {
+        await dir.refresh();
+        break;
+      } catch (err) {
+        o.onError('cluster refresh', err as Error);
+        await delay(Math.min(2000, 100 * 2 ** attempt));
+      }
+    }
+    const targets = [...dir.all()].filter((n) => n.heartbeat !== null);
+    await Promise.all(
+      targets.map(async (node) => {
+        if (node.id !== o.selfId && !node.alive) {
+          await sync(node, STALE_STATUS_DEADLINE_MS);
+          return;
+        }
+        // Alive: wait until it answers, or nothing listens at its address, or its heartbeat stops.
+        while (!retired && (await sync(node)) === 'failed') {
+          await delay(POLL_MS);
+          await dir.refresh().catch(() => undefined);
+          if (!node.alive || node.heartbeat === null) return;
+        }
+      }),
+    );
+    gateOpen = true;
+    const nodes = [...dir.all()].filter((n) => n.sync === 'yes').length;
+    if (!retired) o.onReady({ nodes, held: held.size, tookMs: Math.round(performance.now() - startedAt) });
+    o.onCapacity();
+  }
+
+  /** Held runs on one node: are they still running there? */
+  async function poll(node: ClusterNode | undefined, nodeId: number): Promise<void> {
+    if (polling.has(nodeId)) return;
+    if (nodeId !== o.selfId && !node?.alive) {
+      held.releaseNode(nodeId);
+      o.onCapacity();
+      return;
+    }
+    polling.add(nodeId);
+    try {
+      const before = held.countOn(nodeId);
+      const reply =
+        nodeId === o.selfId || !node ? o.worker.statusLocal(o.epoch) : await status(node, STATUS_DEADLINE_MS);
+      const known = node?.syncedIncarnation ?? null;
+      if (known !== null && reply.incarnation !== known) held.releaseNode(nodeId);
+      else held.retain(nodeId, new Set(reply.runs.map((r) => r.run_id)));
+      if (held.countOn(nodeId) < before) o.onCapacity();
+    } catch (err) {
+      if (isConnectionRefused(err)) {
+        held.releaseNode(nodeId);
+        o.onCapacity();
+      }
+    } finally {
+      polling.delete(nodeId);
+    }
+  }
+
+  let lastRefresh = performance.now();
+  let wasValid = true;
+  const timer = setInterval(() => {
+    if (closed) return;
+    // Capacity appears without a run finishing: the lease is trusted again, a node's slots grew.
+    const valid = o.leaseValid();
+    if (valid && !wasValid) o.onCapacity();
+    wasValid = valid;
+    if (performance.now() - lastRefresh >= o.refreshMs) {
+      lastRefresh = performance.now();
+      dir.refresh().then(o.onCapacity, (err) => o.onError('cluster refresh', err as Error));
+    }
+    for (const nodeId of held.nodes()) void poll(dir.get(nodeId), nodeId);
+    if (!gateOpen || retired) return;
+    for (const node of dir.all()) {
+      if (node.sync === 'no' && node.alive && node.ready && node.downAt === undefined) void sync(node);
+    }
+  }, POLL_MS);
+  timer.unref();
+
+  const gate = openGate();
+
+  function eligible(node: ClusterNode, lang?: string): boolean {
+    if (!node.active || node.sync !== 'yes' || node.stopping) return false;
+    if (lang !== undefined && node.langs !== null && !node.langs.includes(lang as never)) return false;
+    if (node.id === o.selfId) return true;
+    return node.alive && node.ready && node.downAt === undefined;
+  }
+
+  function free(node: ClusterNode): number {
+    return node.max - node.dispatched - held.countOn(node.id);
+  }
+
+  function pick(lang: string): ClusterNode | undefined {
+    let best: ClusterNode | undefined;
+    let bestFree = Number.NEGATIVE_INFINITY;
+    for (const node of dir.all()) {
+      if (!eligible(node, lang)) continue;
+      const f = free(node);
+      if (f > bestFree || (f === bestFree && node.id === o.selfId)) {
+        best = node;
+        bestFree = f;
+      }
+    }
+    return best ?? dir.get(o.selfId);
+  }
+
+  async function runRemote(node: ClusterNode, run: PlannedRun, runId: string): Promise<Result> {
+    const request = {
+      epoch: o.epoch,
+      master_id: o.selfId,
+      run_id: runId,
+      fn_id: run.fn.id,
+      code_hash: run.fn.codeHash,
+      functions_version: o.functionsVersion().toString(),
+      queue_key: run.queueKey,
+      ordered: run.ordered,
+      input_json: JSON.stringify(run.input),
+      function_json: '',
+    };
+    // The node enforces the function's timeout; the deadline only ends a call nobody answers.
+    const deadlineMs = run.fn.timeoutMs * 2 + 30_000;
+    const client = dir.client(node);
+    let reply: RunReply;
+    try {
+      try {
+        reply = await client.run(request, deadlineMs);
+      } catch (err) {
+        if (refusalCode(err) !== grpc.status.NOT_FOUND) throw err;
+        reply = await client.run({ ...request, function_json: JSON.stringify(run.fn) }, deadlineMs);
+      }
+    } catch (err) {
+      const where = `node ${node.id} (${node.name} at ${node.host})`;
+      if (refusalCode(err) === grpc.status.FAILED_PRECONDITION) {
+        o.onStale();
+        return fail(node.id, `not started on ${where}: ${describeError(err)}`);
+      }
+      dir.markDown(node);
+      if (isRefusal(err)) return fail(node.id, `not started on ${where}: ${describeError(err)}`);
+      // It may still be running there: its retry waits until the node says it is gone.
+      held.hold(node.id, [
+        { runId, queueKey: run.queueKey, ordered: run.ordered, eventId: run.input.eventId, fnId: run.fn.id },
+      ]);
+      return fail(node.id, `${where} failed during the run: ${describeError(err)}`);
+    }
+    return {
+      ok: reply.ok,
+      kind: reply.ok ? undefined : ((reply.kind || 'internal') as RunResult['kind']),
+      error: reply.error || undefined,
+      output: reply.output,
+      tookMs: reply.took_ms,
+      nodeId: reply.node_id,
+    };
+  }
+
+  function start(run: PlannedRun): Promise<Result> {
+    if (retired || !o.leaseValid()) {
+      return Promise.resolve(fail(o.selfId, `not started: node ${o.selfId} may no longer be master`));
+    }
+    const node = pick(run.fn.lang);
+    if (!node) return Promise.resolve(fail(o.selfId, 'not started: this node is not in rppd_config'));
+    const runId = `${o.epoch}-${++seq}`;
+    node.dispatched++;
+    const running = node.id === o.selfId ? o.worker.runLocal(run, runId, o.epoch) : runRemote(node, run, runId);
+    return running.finally(() => {
+      node.dispatched--;
+    });
+  }
+
+  return {
+    freeSlots() {
+      if (!gateOpen || retired || !o.leaseValid()) return 0;
+      let n = 0;
+      for (const node of dir.all()) if (eligible(node)) n += Math.max(0, free(node));
+      return n;
+    },
+    async execute(run) {
+      const keys = heldKeys({
+        queueKey: run.queueKey,
+        ordered: run.ordered,
+        eventId: run.input.eventId,
+        fnId: run.fn.id,
+      });
+      if (gateOpen && !held.isHeld(keys)) return start(run);
+      await gate;
+      await held.whenClear(keys);
+      return start(run);
+    },
+    refresh() {
+      if (!closed) dir.refresh().catch((err) => o.onError('cluster refresh', err as Error));
+    },
+    retire() {
+      retired = true;
+      held.releaseAll();
+    },
+    close() {
+      retired = true;
+      closed = true;
+      clearInterval(timer);
+      held.releaseAll();
+      dir.close();
+    },
+    stats() {
+      const nodes: Record<string, number> = {};
+      for (const node of dir.all()) if (node.dispatched > 0) nodes[node.id] = node.dispatched;
+      return { nodes, held: held.size };
+    },
+  };
+}
