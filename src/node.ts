@@ -1,24 +1,15 @@
 // The composition root: wires settings, database, cluster, dispatch and runtimes
 // into one running node. Nothing else reaches across folders.
-import type pg from 'pg';
 import { makeLeaseKeeper } from './cluster/leaseKeeper.ts';
+import { registerAgain, registerSelf } from './cluster/registration.ts';
 import { makeWorkerService, type WorkerService } from './cluster/workerService.ts';
 import type { Settings } from './config/settings.ts';
 import { type CronRunner, startCronRunner } from './cron/cronRunner.ts';
 import { unquoteIdent } from './db/ident.ts';
-import { checkSchema, installSchema } from './db/installSchema.ts';
 import { startListener } from './db/listener.ts';
 import { makePool } from './db/pool.ts';
 import { cleanupLogs } from './db/queries/logs.ts';
-import {
-  announceNodes,
-  currentMaster,
-  holdsLease,
-  loadNodes,
-  NodeNameTaken,
-  type NodeRow,
-  registerNode,
-} from './db/queries/nodes.ts';
+import { announceNodes, currentMaster, holdsLease, loadNodes, type NodeRow } from './db/queries/nodes.ts';
 import { type ClusterExecutor, makeClusterExecutor } from './dispatch/clusterExecutor.ts';
 import { Fenced, makeCompleter } from './dispatch/completer.ts';
 import { type Dispatcher, makeDispatcher } from './dispatch/dispatcher.ts';
@@ -30,12 +21,7 @@ import { makeMetrics } from './http/metrics.ts';
 import { type Logger, logNodeEvents, makeLogger } from './log/logger.ts';
 import { lateHandlers, startRpcServer } from './rpc/rpcServer.ts';
 import { checkBindSecurity, type RpcSecurity } from './rpc/security.ts';
-import { makeJsRuntime } from './runtimes/js/jsRuntime.ts';
-import { findPython } from './runtimes/python/findPython.ts';
-import { makePythonRuntime } from './runtimes/python/pythonRuntime.ts';
-import type { Lang, Runtime, RuntimeOptions } from './runtimes/runtime.ts';
-import { backoffMs, delay } from './util/backoff.ts';
-import { describeError } from './util/errors.ts';
+import { makeRuntimes } from './runtimes/makeRuntimes.ts';
 import { VERSION } from './version.ts';
 
 export interface RunningNode {
@@ -52,19 +38,6 @@ export interface NodeOptions {
   logger?: Logger;
   /** Install rppd into the schema when it is missing (default true). */
   install?: boolean;
-}
-
-async function connectWithRetry(pool: pg.Pool, log: Logger, signal: AbortSignal): Promise<pg.PoolClient> {
-  for (let attempt = 0; ; attempt++) {
-    try {
-      return await pool.connect();
-    } catch (err) {
-      if (signal.aborted) throw err;
-      const wait = backoffMs(attempt, 500, 15_000);
-      log.warn(`database not reachable (${describeError(err)}); retrying in ${wait} ms`);
-      await delay(wait, signal);
-    }
-  }
 }
 
 export async function startNode(settings: Settings, options: NodeOptions = {}): Promise<RunningNode> {
@@ -105,76 +78,20 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
       log.warn({ peer, method }, 'refused a node-to-node call: missing or wrong secret'),
   });
 
-  // A row with our name and a fresh heartbeat is either a live node (refuse) or
-  // our own previous instance that was killed: wait until its heartbeat is stale.
-  const staleMs = Math.max(settings.leaseMs, 3 * settings.heartbeatMs);
-  async function registerWhenFree(client: pg.PoolClient): Promise<NodeRow> {
-    let seen: string | null = null;
-    for (;;) {
-      try {
-        return await registerNode(client, schema, {
-          host: settings.bind.text,
-          name: settings.name,
-          pid: process.pid,
-          version: VERSION,
-          staleMs,
-        });
-      } catch (err) {
-        if (!(err instanceof NodeNameTaken) || (seen !== null && seen !== err.heartbeatAt)) throw err;
-        if (seen === null) log.warn(`${err.message}; waiting up to ${staleMs} ms in case it is a stopped instance`);
-        seen = err.heartbeatAt;
-        await delay(settings.heartbeatMs, abort.signal);
-      }
-    }
-  }
-
   // Schema and registration.
   let self: NodeRow;
-  {
-    const client = await connectWithRetry(pool, log, abort.signal);
-    try {
-      const version = await checkSchema(client, schema);
-      if (version === null) {
-        if (options.install === false) throw new Error(`rppd is not installed in schema "${schema}": run rppd init`);
-        const result = await installSchema(client, schema);
-        log.info(result, 'installed rppd');
-      }
-      self = await registerWhenFree(client);
-    } catch (err) {
-      await rpc.close(0);
-      throw err;
-    } finally {
-      client.release();
-    }
+  try {
+    self = await registerSelf(pool, settings, log, abort.signal, options.install !== false);
+  } catch (err) {
+    await rpc.close(0);
+    throw err;
   }
   events.emit('node:registered', { id: self.id, name: self.host_name, host: self.host });
 
   // Runtimes.
   const registry = makeFunctionRegistry(pool, schema);
   await registry.reload();
-  const runtimeOptions: RuntimeOptions = {
-    dbUrl: settings.url,
-    maxWorkers: self.max_db_connections,
-    outputLimitBytes: settings.outputLimitBytes,
-    memoryLimitMb: settings.memoryLimitMb,
-    cacheDir: settings.cacheDir,
-    pythonPath: settings.python,
-  };
-  const runtimes: Runtime[] = [
-    makeJsRuntime({
-      ...runtimeOptions,
-      onWorkerError: (message) => log.warn(`js worker crashed between runs: ${message}`),
-    }),
-  ];
-  const unavailable: Partial<Record<Lang, string>> = {};
-  try {
-    const python = await findPython(settings.python);
-    runtimes.push(makePythonRuntime({ ...runtimeOptions, pythonPath: python.path }));
-    log.info({ python: python.path, driver: python.driver }, 'python runtime ready');
-  } catch (err) {
-    unavailable.python = `Python runtime unavailable on node ${settings.name}: ${describeError(err)}`;
-    log.warn(unavailable.python);
-  }
+  const { runtimes, unavailable, langs } = await makeRuntimes(settings, self.max_db_connections, log);
   const executor = makeLocalExecutor({
     nodeId: self.id,
     maxConcurrency: self.max_db_connections,
@@ -189,7 +106,6 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
     currentMaster: () => currentMaster(pool, schema),
   });
   worker = runs;
-  const langs = runtimes.flatMap((rt) => rt.langs);
 
   // Dispatch, while this node holds the lease: one dispatcher, cluster executor and
   // completer per master term, the completer's writes fenced by the term's epoch.
@@ -312,18 +228,7 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
         const mine = rows.find((r) => r.id === self.id);
         if (!mine) {
           log.warn("this node's rppd_config row was deleted; registering again");
-          const client = await pool.connect();
-          try {
-            self = await registerNode(client, schema, {
-              host: settings.bind.text,
-              name: settings.name,
-              pid: process.pid,
-              version: VERSION,
-              staleMs: 0,
-            });
-          } finally {
-            client.release();
-          }
+          self = await registerAgain(pool, settings);
         } else {
           if (mine.max_db_connections !== self.max_db_connections) executor.setMaxConcurrency(mine.max_db_connections);
           self = mine;

@@ -1,6 +1,8 @@
 // The node's own connection pool. Errors of idle clients (server restart) are
 // reported, never thrown: the pool replaces broken clients on the next checkout.
 import pg from 'pg';
+import { backoffMs, delay } from '../util/backoff.ts';
+import { describeError } from '../util/errors.ts';
 
 // bigint (int8) and numeric come back as strings by default; event ids stay strings,
 // counts are parsed where they are read.
@@ -43,5 +45,23 @@ export async function inTransaction<T>(pool: pg.Pool, fn: (client: pg.PoolClient
     throw err;
   } finally {
     client.release(broken);
+  }
+}
+
+/** A client, retrying with capped backoff while the database is not reachable. */
+export async function connectWithRetry(
+  pool: pg.Pool,
+  signal: AbortSignal,
+  onRetry: (waitMs: number, reason: string) => void,
+): Promise<pg.PoolClient> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await pool.connect();
+    } catch (err) {
+      if (signal.aborted) throw err;
+      const wait = backoffMs(attempt, 500, 15_000);
+      onRetry(wait, describeError(err));
+      await delay(wait, signal);
+    }
   }
 }
