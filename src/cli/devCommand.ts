@@ -60,6 +60,14 @@ export async function runDev(argv: string[]): Promise<number> {
     process.env,
   );
   const node = await startNode(settings);
+  let stopping = false;
+  const onSignal = () => {
+    if (stopping) process.exit(130);
+    stopping = true;
+    void node.stop().then(() => server.stop());
+  };
+  process.on('SIGINT', onSignal);
+  process.on('SIGTERM', onSignal);
   const psql = `psql ${url}`;
   console.log(`
 rppd dev is running: embedded PostgreSQL on port ${port} (data in ${dataDir}), one node (master).
@@ -72,29 +80,26 @@ Try it in another terminal:
   ${psql} -c "SELECT rppd_info()"
 Edit a function live: UPDATE rppd_function SET code = ... WHERE id = 1;   Ctrl-C stops.
 `);
-  // Show one event end to end.
-  const { rows } = await client.query<{ id: number }>(
-    "INSERT INTO demo_source (input) VALUES ('first event') RETURNING id",
-  );
-  const id = rows[0]!.id;
-  for (let i = 0; i < 600; i++) {
-    const sink = await client.query('SELECT lang, data FROM demo_sink WHERE source_id = $1 ORDER BY lang', [id]);
-    if (sink.rowCount === 2) {
-      console.log(`demo_source #${id} → demo_sink: ${sink.rows.map((r) => `${r.lang}: ${r.data}`).join(', ')}`);
-      break;
+  // Show one event end to end (skipped quietly if a signal stops us first).
+  try {
+    const { rows } = await client.query<{ id: number }>(
+      "INSERT INTO demo_source (input) VALUES ('first event') RETURNING id",
+    );
+    const id = rows[0]!.id;
+    for (let i = 0; i < 600 && !stopping; i++) {
+      const sink = await client.query('SELECT lang, data FROM demo_sink WHERE source_id = $1 ORDER BY lang', [id]);
+      if (sink.rowCount === 2) {
+        console.log(`demo_source #${id} → demo_sink: ${sink.rows.map((r) => `${r.lang}: ${r.data}`).join(', ')}`);
+        break;
+      }
+      await new Promise((r) => setTimeout(r, 100));
     }
-    await new Promise((r) => setTimeout(r, 100));
+  } catch (err) {
+    if (!stopping) throw err;
+  } finally {
+    await client.end().catch(() => undefined);
   }
-  await client.end();
 
-  let stopping = false;
-  const onSignal = () => {
-    if (stopping) process.exit(130);
-    stopping = true;
-    void node.stop().then(() => server.stop());
-  };
-  process.on('SIGINT', onSignal);
-  process.on('SIGTERM', onSignal);
   await node.stopped;
   await server.stop().catch(() => undefined);
   return 0;
