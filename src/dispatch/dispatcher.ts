@@ -75,6 +75,11 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
   let sleeping: boolean | null = null;
   let lastActivity = Date.now();
   let lastSweep = 0;
+  // Ids a read skipped: usually a transaction that took its id early and has not
+  // committed yet. Re-read on every poll for a short while (rolled-back ids never come).
+  const gaps = new Map<string, number>();
+  const gapWatchMs = 2000;
+  const maxGaps = 2000;
   let wakeUp: (() => void) | null = null;
   let loopDone: Promise<void> = Promise.resolve();
   let idleWaiters: (() => void)[] = [];
@@ -113,9 +118,32 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
       );
     }
     const last = rows[rows.length - 1]!.id;
-    if (BigInt(last) > BigInt(cursor)) cursor = last;
+    if (BigInt(last) > BigInt(cursor)) {
+      noteGaps(cursor, rows);
+      cursor = last;
+    }
     events.emit('events:admitted', { count: rows.length, lastId: last });
     pump();
+  }
+
+  function noteGaps(from: string, rows: EventRow[]): void {
+    if (from === '0') return; // a new master starts from the table: nothing was skipped
+    const until = Date.now() + gapWatchMs;
+    let prev = BigInt(from);
+    for (const row of rows) {
+      const id = BigInt(row.id);
+      for (let missing = prev + 1n; missing < id && gaps.size < maxGaps; missing++) gaps.set(String(missing), until);
+      if (id > prev) prev = id;
+    }
+  }
+
+  async function rereadGaps(): Promise<void> {
+    const now = Date.now();
+    for (const [id, until] of gaps) if (until < now || admitted.has(id)) gaps.delete(id);
+    if (gaps.size === 0) return;
+    const found = await readEventsByIds(pool, schema, [...gaps.keys()]);
+    for (const row of found) gaps.delete(row.id);
+    if (found.length) await admit(found);
   }
 
   /** Events at or below the cursor that we do not know: they committed after we read past them. */
@@ -234,6 +262,7 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
           read = rows.length;
           await admit(rows);
         }
+        if (gaps.size) await rereadGaps();
         if (Date.now() - lastSweep >= sweepMs) await sweep();
         failures = 0;
         if (read > 0) {
@@ -244,7 +273,7 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
         if (stopped) break;
         if (admitted.size >= windowSize) {
           await waitSignal(options.pollMs);
-        } else if (Date.now() - lastActivity < awakeMs) {
+        } else if (Date.now() - lastActivity < awakeMs || gaps.size > 0) {
           await waitSignal(awakePollMs);
         } else if (sleeping !== true) {
           // Going to sleep: from now writers NOTIFY; read once more to close the gap.

@@ -4,7 +4,7 @@ import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
@@ -353,7 +353,7 @@ export default async (event: { new: Row | null }, ctx: Ctx): Promise<void> => {
     assert.deepEqual(counts, [...Array.from({ length: 33 }, (_, i) => String(i + 1)), '1']);
   });
 
-  test('maxWorkers=3 with 6 runs: exactly 3 run at once, the rest wait; idle workers are reaped to 1', async () => {
+  test('maxWorkers=3 with 6 runs: exactly 3 run at once across the threads, the rest wait; idle threads are reaped to 1', async () => {
     const pool = runtime({ maxWorkers: 3, idleMs: 200 });
     await db.query('insert into conc (id) values (1)');
     const runs = Array.from({ length: 6 }, () => pool.run(gated, event({ key: { id: 1 } })));
@@ -361,7 +361,8 @@ export default async (event: { new: Row | null }, ctx: Ctx): Promise<void> => {
       const { busy, waiting } = pool.stats();
       return busy === 3 && waiting === 3 && (await scalar('select started from conc where id = 1')) === 3;
     });
-    assert.equal(pool.stats().workers, 3);
+    // One thread per core, never more than maxWorkers; the 3 runs share them.
+    assert.equal(pool.stats().workers, Math.min(availableParallelism(), 3));
     await db.query('update conc set gate = true where id = 1');
     const results = await Promise.all(runs);
     assert.deepEqual(
@@ -385,6 +386,105 @@ export default async (event: { new: Row | null }, ctx: Ctx): Promise<void> => {
     await db.query('update conc set gate = true where id = 2');
     assert.ok((await Promise.all(runs)).every((r) => r.ok));
     assert.equal(await scalar('select peak from conc where id = 2'), 1);
+  });
+
+  test('two runs in one thread each capture only their own console output and use their own connection', async () => {
+    // Two threads (one per core by default) and two runs per thread.
+    const cores = 2;
+    const own = runtime({ maxWorkers: 2 * cores, maxThreads: cores });
+    const pids = fn(`export default async (event, ctx) => {
+  const tag = event.key.id;
+  await ctx.db.query('begin');
+  const { rows } = await ctx.db.query('select pg_backend_pid() as pid');
+  for (let i = 0; i < 5; i++) {
+    console.log('run', tag, i);
+    ctx.log('ctx', tag, i);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+  }
+  await ctx.db.query('commit');
+  console.log('pid', rows[0].pid);
+};`);
+    const ids = Array.from({ length: 2 * cores }, (_, i) => i + 1);
+    const results = await Promise.all(ids.map((id) => own.run(pids, event({ key: { id } }))));
+    assert.equal(own.stats().workers, cores);
+    const expected = (tag: number) =>
+      `${Array.from({ length: 5 }, (_, i) => `run ${tag} ${i}\nctx ${tag} ${i}\n`).join('')}pid `;
+    for (const [i, result] of results.entries()) {
+      assert.equal(result.error, undefined);
+      assert.ok(result.output.startsWith(expected(i + 1)), result.output);
+    }
+    // Each run had a connection of its own (its own transaction).
+    const seen = new Set(results.map((r) => /pid (\d+)/.exec(r.output)?.[1]));
+    assert.equal(seen.size, 2 * cores);
+  });
+
+  test('runs share a thread: each captures only its own output; a timeout interrupts only its thread', async () => {
+    // Two threads (one per core by default) and two runs per thread.
+    const cores = 2;
+    const own = runtime({ maxWorkers: 2 * cores, maxThreads: cores });
+    const sleeper = fn(`export default async (event) => {
+  console.log('start', event.key.id);
+  await new Promise((resolve) => setTimeout(resolve, 150));
+  console.log('end', event.key.id);
+};`);
+    // 2 runs per thread, all at once: every one sees only its own lines.
+    const ids = Array.from({ length: 2 * cores }, (_, i) => i + 1);
+    const quiet = await Promise.all(ids.map((id) => own.run(sleeper, event({ key: { id } }))));
+    for (const [i, result] of quiet.entries()) assert.equal(result.output, `start ${i + 1}\nend ${i + 1}\n`);
+    assert.equal(own.stats().workers, cores);
+
+    // Three slow runs, then a spinner: it goes to the thread with one slow run (least-loaded
+    // first); the runs on the other thread finish after the spinner's thread is stopped.
+    const slow = fn(`export default async (event) => {
+  console.log('waiting', event.key.id);
+  await new Promise((resolve) => setTimeout(resolve, 3000));
+};`);
+    const spinner = fn(
+      `export default async () => { console.log('spinning'); await new Promise((r) => setTimeout(r, 300)); while (true) {} };`,
+      { timeoutMs: 1500 },
+    );
+    const others = ids.slice(1).map((id) => own.run(slow, event({ key: { id } })));
+    const spun = await own.run(spinner, event());
+    assert.equal(spun.kind, 'timeout');
+    assert.equal(spun.output, 'spinning\n');
+    const results = await Promise.all(others);
+    const interrupted = results.filter((r) => r.kind === 'internal');
+    assert.equal(interrupted.length, 1, JSON.stringify(results));
+    assert.match(interrupted[0]!.error!, /another function in the same worker timed out/);
+    assert.match(interrupted[0]!.output, /^waiting \d+\n$/);
+    assert.equal(results.filter((r) => r.ok).length, 2 * cores - 2);
+    assert.equal((await own.run(sleeper, event({ key: { id: 9 } }))).output, 'start 9\nend 9\n');
+  });
+
+  test('process.exit in one run fails that run as exit and the others in its thread as internal', async () => {
+    const cores = 2;
+    const own = runtime({ maxWorkers: 2 * cores, maxThreads: cores });
+    const exiter = fn(`export default async () => { await new Promise((r) => setTimeout(r, 300)); process.exit(4); };`);
+    const slow = fn(`export default async () => { await new Promise((resolve) => setTimeout(resolve, 1500)); };`);
+    const first = own.run(exiter, event());
+    const others = Array.from({ length: 2 * cores - 1 }, () => own.run(slow, event()));
+    const results = await Promise.all([first, ...others]);
+    assert.equal(results[0]!.kind, 'exit');
+    assert.match(results[0]!.error!, /exit code 4/);
+    const interrupted = results.slice(1).filter((r) => r.kind === 'internal');
+    assert.equal(interrupted.length, 1, JSON.stringify(results));
+    assert.match(interrupted[0]!.error!, /another function in the same worker exited/);
+    assert.equal(results.slice(1).filter((r) => r.ok).length, 2 * cores - 2);
+  });
+
+  test("output of a stray timer after its run ended does not reach the next run's output", async () => {
+    const own = runtime({ maxWorkers: 1 });
+    const leaky = fn(`export default async () => {
+  globalThis.leak = setInterval(() => console.log('stray'), 5);
+  console.log('mine');
+};`);
+    assert.equal((await own.run(leaky, event())).output, 'mine\n');
+    const next = fn(`export default async () => {
+  await new Promise((resolve) => setTimeout(resolve, 100));
+  clearInterval(globalThis.leak);
+  console.log('next');
+};`);
+    assert.equal((await own.run(next, event())).output, 'next\n');
   });
 
   test('a stray timer that throws after its run crashes only its worker, which is replaced', async () => {

@@ -1,5 +1,6 @@
-// The JavaScript/TypeScript runtime: a pool of worker threads (jsWorker.ts) that run compiled
-// function modules (compile.ts). Contract: ../runtime.ts and docs/runtimes.md.
+// The JavaScript/TypeScript runtime: a pool of worker threads (jsWorker.ts), one per core, each
+// running several compiled function modules (compile.ts) at once. Contract: ../runtime.ts and docs/runtimes.md.
+import { availableParallelism } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { Worker } from 'node:worker_threads';
 import { describeError } from '../../util/errors.ts';
@@ -14,9 +15,20 @@ import type {
   RuntimeStats,
 } from '../runtime.ts';
 import { bundleWorker, CompileError, compileFunction } from './compile.ts';
-import { type FromWorker, locateInStack, OutputBuffer, type RunMessage, type WorkerConfig } from './jsWorker.ts';
+import {
+  CONTROL_CRASH_RUN,
+  CONTROL_EXIT_RUN,
+  CONTROL_WORDS,
+  type FromWorker,
+  locateInStack,
+  OutputBuffer,
+  type RunMessage,
+  type WorkerConfig,
+} from './jsWorker.ts';
 
 export interface JsRuntimeOptions extends RuntimeOptions {
+  /** Worker threads at most (default os.availableParallelism()); runs are capped by maxWorkers. */
+  maxThreads?: number;
   /** Idle workers beyond the first are stopped after this long (default 60 s). */
   idleMs?: number;
   /** A worker crashed between runs (e.g. a stray timer threw after its run ended); it was replaced. */
@@ -24,17 +36,22 @@ export interface JsRuntimeOptions extends RuntimeOptions {
 }
 
 export interface JsRuntime extends Runtime {
-  /** Also counts runs waiting for a free worker. */
+  /** busy counts runs in progress; waiting counts runs waiting for a free run slot. */
   stats(): RuntimeStats & { waiting: number };
 }
 
-/** How a run ended, before the runtime adds where it ran and the output. */
+/** How a run ended, before the runtime adds where it ran. */
 interface Outcome {
   ok: boolean;
   kind?: FailureKind;
   error?: string;
   location?: string;
   tookMs: number;
+}
+
+/** How a run ended, with its captured output. */
+interface Finished extends Outcome {
+  output: string;
 }
 
 const STARTUP_TIMEOUT_MS = 60_000;
@@ -45,30 +62,48 @@ const MAX_SUPERSEDED_MODULES = 32;
 // setTimeout fires at once for delays beyond a signed 32-bit number of milliseconds.
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
-/** One worker thread and the run it is doing, if any. */
+/** A run in progress in a thread. */
+interface Current {
+  runId: number;
+  slot: number;
+  startedAt: number;
+  timer: NodeJS.Timeout;
+  resolve(finished: Finished): void;
+}
+
+/** One worker thread and the runs it is doing, each in a run slot (output buffer + DB connection). */
 class WorkerHandle {
-  readonly output: OutputBuffer;
   readonly ready: Promise<void>;
   readonly exited: Promise<void>;
   /** False once the thread crashed, exited or was told to stop. */
   alive = true;
+  /** Takes no new runs: replaced once its runs end (too many outdated modules). */
+  retiring = false;
+  /** Runs assigned to this thread, including those not yet sent to it. */
+  load = 0;
   supersededModules = 0;
   private started = false;
   private lost = false;
   idleTimer: NodeJS.Timeout | undefined;
   private readonly thread: Worker;
-  private current: { runId: number; startedAt: number; timer: NodeJS.Timeout; resolve(o: Outcome): void } | undefined;
+  private readonly control: Int32Array;
+  private readonly outputs: OutputBuffer[] = [];
+  private readonly freeSlots: number[] = [];
+  private readonly runs = new Map<number, Current>();
+  /** Why the thread is being stopped (a run timed out): the other runs' failure message. */
+  private stopReason: string | undefined;
 
   constructor(
     entryPath: string,
     dbUrl: string,
-    outputLimitBytes: number,
+    private readonly outputLimitBytes: number,
     private readonly memoryLimitMb: number,
-    /** Called once when the thread is gone; with a reason when it died between runs. */
+    /** Called once when the thread is gone; with a reason when it died with no run to blame. */
     private readonly onLost: (handle: WorkerHandle, crash?: string) => void,
   ) {
-    this.output = OutputBuffer.create(outputLimitBytes);
-    const workerData: WorkerConfig = { rppdJsWorker: true, dbUrl, output: this.output.shared };
+    const control = new SharedArrayBuffer(CONTROL_WORDS * 4);
+    this.control = new Int32Array(control);
+    const workerData: WorkerConfig = { rppdJsWorker: true, dbUrl, control };
     this.thread = new Worker(entryPath, {
       workerData,
       // The bundled entry is plain JavaScript: the parent's loader flags (tsx) are not needed.
@@ -97,56 +132,86 @@ class WorkerHandle {
     this.ready.catch(() => undefined);
     this.exited = new Promise((resolve) => this.thread.once('exit', () => resolve()));
     this.thread.on('message', (message: FromWorker) => {
-      if (message.type === 'result' && message.runId === this.current?.runId) {
-        const { ok, kind, error, location, tookMs, supersededModules } = message;
-        this.supersededModules = supersededModules;
-        this.settle({ ok, kind, error, location, tookMs });
-      }
+      if (message.type !== 'result') return;
+      this.supersededModules = message.supersededModules;
+      const { ok, kind, error, location, tookMs } = message;
+      this.settle(message.runId, { ok, kind, error, location, tookMs });
     });
     // An uncaught exception or unhandled rejection ends the worker with 'error' then 'exit';
     // with a listener it never reaches the main process.
-    this.thread.on('error', (err) => this.lose(this.describeCrash(err)));
+    this.thread.on('error', (err) => this.lose(this.describeCrash(err), Atomics.load(this.control, CONTROL_CRASH_RUN)));
     this.thread.on('exit', (code) => {
-      this.lose({
+      const outcome: Outcome = {
         ok: false,
         kind: 'exit',
         error: `Exit: the function ended its worker with exit code ${code}`,
         tookMs: 0,
-      });
+      };
+      this.lose(outcome, Atomics.load(this.control, CONTROL_EXIT_RUN));
     });
   }
 
-  get busy(): boolean {
-    return this.current !== undefined;
+  /** Runs in progress in this thread. */
+  get busy(): number {
+    return this.runs.size;
   }
 
-  execute(message: RunMessage, timeoutMs: number): Promise<Outcome> {
-    this.output.reset();
+  execute(message: Omit<RunMessage, 'slot' | 'output'>, timeoutMs: number): Promise<Finished> {
+    if (!this.alive) {
+      const error = `Interrupted: ${this.stopReason ?? 'the worker stopped'} before the run began; the run is retried`;
+      return Promise.resolve({ ok: false, kind: 'internal', error, tookMs: 0, output: '' });
+    }
+    let slot = this.freeSlots.pop();
+    let output: SharedArrayBuffer | undefined;
+    if (slot === undefined) {
+      slot = this.outputs.length;
+      const buffer = OutputBuffer.create(this.outputLimitBytes);
+      this.outputs.push(buffer);
+      output = buffer.shared;
+    } else {
+      this.outputs[slot]!.reset();
+    }
+    const runSlot = slot;
     return new Promise((resolve) => {
       const startedAt = performance.now();
       const limit = Math.min(Math.max(1, timeoutMs), MAX_TIMER_MS);
       const timer = setTimeout(() => {
         const error = `Timeout: ran longer than ${timeoutMs} ms (worker stopped)`;
-        this.settle({ ok: false, kind: 'timeout', error, tookMs: this.elapsed() });
-        this.stop();
+        this.settle(message.runId, { ok: false, kind: 'timeout', error, tookMs: this.elapsed(message.runId) });
+        this.interruptAll('another function in the same worker timed out');
       }, limit);
-      this.current = { runId: message.runId, startedAt, timer, resolve };
+      this.runs.set(message.runId, { runId: message.runId, slot: runSlot, startedAt, timer, resolve });
       try {
-        this.thread.postMessage(message);
+        this.thread.postMessage({ ...message, slot: runSlot, output } satisfies RunMessage);
       } catch (err) {
         const error = `cannot pass the event to the worker: ${describeError(err)}`;
-        this.settle({ ok: false, kind: 'internal', error, tookMs: 0 });
+        this.settle(message.runId, { ok: false, kind: 'internal', error, tookMs: 0 });
       }
     });
   }
 
-  /** Ends the run in progress, if any, with this outcome. */
-  settle(outcome: Outcome): void {
-    const current = this.current;
+  /** Ends the run, if still in progress, with this outcome. */
+  settle(runId: number, outcome: Outcome): void {
+    const current = this.runs.get(runId);
     if (!current) return;
-    this.current = undefined;
+    this.runs.delete(runId);
     clearTimeout(current.timer);
-    current.resolve(outcome);
+    const output = this.outputs[current.slot]!.read();
+    this.freeSlots.push(current.slot);
+    current.resolve({ ...outcome, output });
+  }
+
+  /** Ends every run in progress with this outcome. */
+  settleAll(outcome: Outcome): void {
+    for (const runId of [...this.runs.keys()]) this.settle(runId, { ...outcome, tookMs: this.elapsed(runId) });
+  }
+
+  /** Stops the thread (the only way to stop a sync loop); its other runs fail as internal. */
+  private interruptAll(reason: string): void {
+    this.stopReason = reason;
+    const error = `Interrupted: ${reason} (worker stopped); the run is retried`;
+    this.settleAll({ ok: false, kind: 'internal', error, tookMs: 0 });
+    this.stop();
   }
 
   stop(): void {
@@ -154,7 +219,7 @@ class WorkerHandle {
     void this.thread.terminate();
   }
 
-  /** Lets the worker end its database connection; kills it if it does not exit in time. */
+  /** Lets the worker end its database connections; kills it if it does not exit in time. */
   async shutdown(): Promise<void> {
     if (this.alive) {
       this.alive = false;
@@ -165,18 +230,42 @@ class WorkerHandle {
     clearTimeout(timer);
   }
 
-  private elapsed(): number {
-    return this.current ? performance.now() - this.current.startedAt : 0;
+  private elapsed(runId: number): number {
+    const current = this.runs.get(runId);
+    return current ? performance.now() - current.startedAt : 0;
   }
 
-  private lose(outcome: Outcome): void {
+  /**
+   * The thread is gone. The run that caused it (culprit, told by the worker through shared
+   * memory) gets the outcome; the others fail as internal (retried). When the culprit is not
+   * known: a lone run gets the outcome, as does every run for out-of-memory; otherwise internal.
+   */
+  private lose(outcome: Outcome, culprit: number): void {
     // 'error' is followed by 'exit': the first one tells what happened.
     if (this.lost) return;
     this.lost = true;
-    const unexpected = this.alive && this.started && !this.current;
+    const expected = !this.alive || !this.started;
     this.alive = false;
-    if (this.current) this.settle({ ...outcome, tookMs: this.elapsed() });
     const where = outcome.location ? `: ${outcome.location}` : '';
+    if (expected) {
+      const error = `Interrupted: ${this.stopReason ?? 'the worker was stopped'}`;
+      this.settleAll({ ok: false, kind: 'internal', error, tookMs: 0 });
+      this.onLost(this);
+      return;
+    }
+    let blamed: number | undefined;
+    if (this.runs.has(culprit)) blamed = culprit;
+    else if (culprit === 0 && this.runs.size === 1) blamed = [...this.runs.keys()][0];
+    // Nobody to tell but the log: it died between runs, or from a run that already ended.
+    const unexpected = blamed === undefined && (outcome.kind !== 'memory' || this.runs.size === 0);
+    if (blamed !== undefined) this.settle(blamed, { ...outcome, tookMs: this.elapsed(blamed) });
+    if (outcome.kind === 'memory') {
+      this.settleAll(outcome);
+    } else {
+      const what = outcome.kind === 'exit' && !outcome.location ? 'exited' : 'crashed';
+      const error = `Interrupted: another function in the same worker ${what} (${outcome.error}${where}); the run is retried`;
+      this.settleAll({ ok: false, kind: 'internal', error, tookMs: 0 });
+    }
     this.onLost(this, unexpected ? `${outcome.error}${where}` : undefined);
   }
 
@@ -196,13 +285,19 @@ export function makeJsRuntime(options: JsRuntimeOptions): JsRuntime {
   let closed = false;
   let nextRunId = 1;
   let starting = 0;
+  /** Runs assigned to a thread (in progress or about to be sent). */
+  let active = 0;
   const handles = new Set<WorkerHandle>();
-  /** Most recently used last: reuse it first, so the others can idle out. */
-  const idle: WorkerHandle[] = [];
   const waiters: Array<{ resolve(handle: WorkerHandle): void; reject(err: Error): void }> = [];
   let entry: Promise<string> | undefined;
   const inFlight = new Set<Promise<RunResult>>();
   const starts = new Set<Promise<void>>();
+  /** Compiled module path per function id, for the code hash it was compiled for. */
+  const compiled = new Map<number, { codeHash: string; path: string }>();
+
+  /** Threads: one per core, never more than the run cap. */
+  const cores = Math.max(1, Math.floor(options.maxThreads ?? availableParallelism()));
+  const threadCap = (): number => Math.max(1, Math.min(cores, maxWorkers));
 
   function workerEntry(): Promise<string> {
     if (!entry) {
@@ -218,8 +313,6 @@ export function makeJsRuntime(options: JsRuntimeOptions): JsRuntime {
     if (crash !== undefined) options.onWorkerError?.(crash);
     handles.delete(handle);
     clearTimeout(handle.idleTimer);
-    const at = idle.indexOf(handle);
-    if (at >= 0) idle.splice(at, 1);
     pump();
   }
 
@@ -240,25 +333,52 @@ export function makeJsRuntime(options: JsRuntimeOptions): JsRuntime {
     return handle;
   }
 
-  /** Hands free workers to waiting runs in arrival order, starting workers while under the cap. */
+  /** The thread taking new runs with the fewest runs. */
+  function leastLoaded(): WorkerHandle | undefined {
+    let best: WorkerHandle | undefined;
+    for (const handle of handles) {
+      if (!handle.alive || handle.retiring) continue;
+      if (!best || handle.load < best.load) best = handle;
+    }
+    return best;
+  }
+
+  function assign(handle: WorkerHandle): void {
+    clearTimeout(handle.idleTimer);
+    handle.load++;
+    active++;
+  }
+
+  /**
+   * Hands waiting runs, in arrival order, to the least-loaded thread while under the run cap;
+   * starts a thread while under the thread cap and every thread already has runs.
+   */
   function pump(): void {
-    while (waiters.length > 0 && !closed) {
-      const free = idle.pop();
-      if (free) {
-        clearTimeout(free.idleTimer);
-        waiters.shift()!.resolve(free);
+    while (waiters.length > 0 && !closed && active < maxWorkers) {
+      const best = leastLoaded();
+      let takers = 0;
+      for (const handle of handles) if (handle.alive && !handle.retiring) takers++;
+      // A starting thread will take one run: wait for it rather than pile runs on a busier one.
+      const startingIsLess = starting > 0 && best !== undefined && best.load >= 1;
+      if (best && (best.load === 0 || (takers + starting >= threadCap() && !startingIsLess))) {
+        assign(best);
+        waiters.shift()!.resolve(best);
         continue;
       }
-      if (handles.size + starting >= maxWorkers) return;
+      if (takers + starting >= threadCap()) return; // threads are starting: their ready calls pump
       const waiter = waiters.shift()!;
       starting++;
+      active++;
       const start = startWorker().then(
         (handle) => {
           starting--;
+          handle.load++;
           waiter.resolve(handle);
+          pump();
         },
         (err: unknown) => {
           starting--;
+          active--;
           waiter.reject(new Error(describeError(err)));
           pump();
         },
@@ -277,23 +397,26 @@ export function makeJsRuntime(options: JsRuntimeOptions): JsRuntime {
   }
 
   function release(handle: WorkerHandle): void {
+    handle.load--;
+    active--;
+    if (handle.supersededModules >= MAX_SUPERSEDED_MODULES) handle.retiring = true;
     if (!handle.alive) {
-      forget(handle);
+      // forget() was called when it was lost.
     } else if (closed) {
       // close() shuts it down.
-    } else if (handles.size > maxWorkers || handle.supersededModules >= MAX_SUPERSEDED_MODULES) {
+    } else if (handle.load === 0 && (handle.retiring || handles.size > threadCap())) {
       handle.stop();
       forget(handle);
-    } else {
-      idle.push(handle);
+      return;
+    } else if (handle.load === 0) {
       handle.idleTimer = setTimeout(() => reapIdle(handle), idleMs);
       handle.idleTimer.unref();
-      pump();
     }
+    pump();
   }
 
   function reapIdle(handle: WorkerHandle): void {
-    if (!idle.includes(handle) || handles.size <= 1) return;
+    if (!handles.has(handle) || handle.load > 0 || handles.size <= 1) return;
     handle.stop();
     forget(handle);
   }
@@ -312,13 +435,21 @@ export function makeJsRuntime(options: JsRuntimeOptions): JsRuntime {
     return running;
   }
 
+  async function modulePath(fn: FunctionDef): Promise<string> {
+    const known = compiled.get(fn.id);
+    if (known?.codeHash === fn.codeHash) return known.path;
+    const path = await compileFunction(fn, options.cacheDir);
+    compiled.set(fn.id, { codeHash: fn.codeHash, path });
+    return path;
+  }
+
   async function runOnce(fn: FunctionDef, input: RunInput): Promise<RunResult> {
     const fail = (kind: FailureKind, error: string, location?: string) =>
       failure(fn, input, { ok: false, kind, error, location, tookMs: 0 }, '');
     if (closed) return fail('internal', 'the JS runtime is closed');
     let path: string;
     try {
-      path = await compileFunction(fn, options.cacheDir);
+      path = await modulePath(fn);
     } catch (err) {
       if (err instanceof CompileError) return fail('compile', err.message, err.location);
       return fail('internal', `cannot write the compiled function to ${options.cacheDir}: ${describeError(err)}`);
@@ -330,18 +461,18 @@ export function makeJsRuntime(options: JsRuntimeOptions): JsRuntime {
       return fail('internal', `cannot start a JS worker: ${describeError(err)}`);
     }
     try {
-      const message: RunMessage = {
-        type: 'run',
-        runId: nextRunId++,
-        path,
-        fn: { id: fn.id, schemaTable: fn.schemaTable, topic: fn.topic },
-        event: input,
-      };
-      const outcome = await handle.execute(message, fn.timeoutMs);
-      // Read before release: the next run on this worker starts with an empty buffer.
-      const output = handle.output.read();
-      if (outcome.ok) return { ok: true, output, tookMs: outcome.tookMs };
-      return failure(fn, input, outcome, output);
+      const finished = await handle.execute(
+        {
+          type: 'run',
+          runId: nextRunId++,
+          path,
+          fn: { id: fn.id, schemaTable: fn.schemaTable, topic: fn.topic },
+          event: input,
+        },
+        fn.timeoutMs,
+      );
+      if (finished.ok) return { ok: true, output: finished.output, tookMs: finished.tookMs };
+      return failure(fn, input, finished, finished.output);
     } finally {
       release(handle);
     }
@@ -352,16 +483,23 @@ export function makeJsRuntime(options: JsRuntimeOptions): JsRuntime {
     run,
     setMaxWorkers(n: number): void {
       maxWorkers = Math.max(1, Math.floor(n));
-      // Surplus idle workers go now; busy ones when their run ends (release).
-      while (handles.size > maxWorkers && idle.length > 0) {
-        const surplus = idle.shift()!;
-        surplus.stop();
-        forget(surplus);
+      // Surplus idle threads go now; busy ones take no new runs and go when their runs end (release).
+      let surplus = handles.size - threadCap();
+      for (const handle of [...handles].sort((a, b) => a.load - b.load)) {
+        if (surplus <= 0) break;
+        surplus--;
+        if (handle.load > 0) {
+          handle.retiring = true;
+          continue;
+        }
+        handle.stop();
+        forget(handle);
       }
       pump();
     },
     stats() {
-      const busy = [...handles].filter((h) => h.busy).length;
+      let busy = 0;
+      for (const handle of handles) busy += handle.busy;
       return { workers: handles.size + starting, busy, waiting: waiters.length };
     },
     async close(graceMs = 5_000): Promise<void> {
@@ -378,12 +516,11 @@ export function makeJsRuntime(options: JsRuntimeOptions): JsRuntime {
       const error = 'the JS runtime was closed while the function ran';
       for (const handle of handles) {
         clearTimeout(handle.idleTimer);
-        handle.settle({ ok: false, kind: 'internal', error, tookMs: 0 });
+        handle.settleAll({ ok: false, kind: 'internal', error, tookMs: 0 });
       }
       await Promise.all(starts);
       await Promise.all([...handles].map((h) => h.shutdown()));
       handles.clear();
-      idle.length = 0;
     },
   };
 }

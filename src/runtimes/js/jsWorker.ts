@@ -1,7 +1,9 @@
-// Worker-thread entry of the JS/TS runtime (jsRuntime.ts is the parent). One run at a time:
-// import the compiled module (cached per path), call its default export with (event, ctx),
-// report how it ended. Console output goes to a buffer shared with the parent, so it survives
-// a worker that is killed (timeout) or dies (exit, out of memory) in the middle of a run.
+// Worker-thread entry of the JS/TS runtime (jsRuntime.ts is the parent). Several runs at once,
+// each in a run slot with its own database connection: import the compiled module (cached per
+// path), call its default export with (event, ctx), report how it ended. Console output goes,
+// by AsyncLocalStorage, to the run's slot buffer shared with the parent, so it survives a
+// worker that is killed (timeout) or dies (exit, out of memory) in the middle of a run.
+import { AsyncLocalStorage } from 'node:async_hooks';
 import { performance } from 'node:perf_hooks';
 import { pathToFileURL } from 'node:url';
 import { format } from 'node:util';
@@ -14,12 +16,17 @@ import type { RunInput } from '../runtime.ts';
 export interface WorkerConfig {
   rppdJsWorker: true;
   dbUrl: string;
-  output: SharedArrayBuffer;
+  /** Int32 words, see CONTROL_*. */
+  control: SharedArrayBuffer;
 }
 
 export interface RunMessage {
   type: 'run';
   runId: number;
+  /** The run slot in this thread: its output buffer and its own database connection. */
+  slot: number;
+  /** Set when the slot is new: its output buffer. */
+  output?: SharedArrayBuffer;
   /** The compiled module file. */
   path: string;
   fn: { id: number; schemaTable: string; topic: string };
@@ -123,27 +130,63 @@ export class OutputBuffer {
 
 const CAPTURED = ['log', 'info', 'warn', 'error', 'debug'] as const;
 
+/** Control words shared with the parent: which run called process.exit / threw an uncaught error. */
+export const CONTROL_EXIT_RUN = 0;
+export const CONTROL_CRASH_RUN = 1;
+export const CONTROL_WORDS = 2;
+
+/** The run a piece of code belongs to (AsyncLocalStorage store). */
+interface RunState {
+  runId: number;
+  output: OutputBuffer;
+  connectionFailed: boolean;
+  /** Set when the run has ended: its slot's buffer may already belong to the next run. */
+  done: boolean;
+}
+
+/** One concurrent run slot: its output buffer and its own database connection. */
+interface Slot {
+  output: OutputBuffer;
+  client: pg.Client | undefined;
+  connecting: Promise<pg.Client> | undefined;
+}
+
 function serve(port: MessagePort, config: WorkerConfig): void {
-  const output = new OutputBuffer(config.output);
-  const log = (...args: unknown[]): void => {
-    if (!output.full) output.write(`${format(...args)}\n`);
+  const control = new Int32Array(config.control);
+  const als = new AsyncLocalStorage<RunState>();
+  const write = (state: RunState | undefined, args: unknown[]): void => {
+    if (state && !state.done && !state.output.full) state.output.write(`${format(...args)}\n`);
   };
+  // console.* goes to the buffer of the run the calling code belongs to; output of code that
+  // belongs to no run, or to a run that has ended (a stray timer keeps its run's context), is dropped.
+  const captured = (...args: unknown[]): void => write(als.getStore(), args);
+  for (const name of CAPTURED) console[name] = captured;
+
+  // Tell the parent which run ended the thread, before it ends.
+  const exit = process.exit.bind(process);
+  process.exit = ((code?: number | string | null) => {
+    const state = als.getStore();
+    if (state) Atomics.store(control, CONTROL_EXIT_RUN, state.runId);
+    return exit(code as number | undefined);
+  }) as typeof process.exit;
+  process.on('uncaughtExceptionMonitor', () => {
+    const state = als.getStore();
+    if (state) Atomics.store(control, CONTROL_CRASH_RUN, state.runId);
+  });
 
   // Stack traces of TypeScript functions point at their source lines (compile.ts writes inline maps).
   process.setSourceMapsEnabled(true);
 
-  // --- the function's database connection: one client, connected on first use ---
-  let client: pg.Client | undefined;
-  let connecting: Promise<pg.Client> | undefined;
-  let connectionFailedThisRun = false;
+  const slots: Slot[] = [];
 
-  function dropClient(): void {
-    const current = client;
-    client = undefined;
+  // --- a slot's database connection: one client, connected on first use, reconnected after an error ---
+  function dropClient(slot: Slot): void {
+    const current = slot.client;
+    slot.client = undefined;
     current?.end().catch(() => undefined);
   }
 
-  async function connect(): Promise<pg.Client> {
+  async function connect(slot: Slot): Promise<pg.Client> {
     const { default: pgModule } = await import('pg');
     const fresh = new pgModule.Client({
       connectionString: config.dbUrl,
@@ -154,10 +197,10 @@ function serve(port: MessagePort, config: WorkerConfig): void {
     // A server restart makes an idle client emit 'error'; without a listener that would crash
     // the worker. Forget the client so the next query reconnects.
     fresh.on('error', () => {
-      if (client === fresh) dropClient();
+      if (slot.client === fresh) dropClient(slot);
     });
     fresh.on('end', () => {
-      if (client === fresh) client = undefined;
+      if (slot.client === fresh) slot.client = undefined;
     });
     try {
       await fresh.connect();
@@ -165,41 +208,41 @@ function serve(port: MessagePort, config: WorkerConfig): void {
       fresh.end().catch(() => undefined);
       throw err;
     }
-    client = fresh;
+    slot.client = fresh;
     return fresh;
   }
 
   // Concurrent first queries of one run share one connection attempt.
-  function connectOnce(): Promise<pg.Client> {
-    connecting ??= connect().finally(() => {
-      connecting = undefined;
+  function connectOnce(slot: Slot): Promise<pg.Client> {
+    slot.connecting ??= connect(slot).finally(() => {
+      slot.connecting = undefined;
     });
-    return connecting;
+    return slot.connecting;
   }
 
-  async function query(
-    text: string,
-    params?: unknown[],
-  ): Promise<{ rows: Record<string, unknown>[]; rowCount: number }> {
-    try {
-      const current = client ?? (await connectOnce());
-      const result = await current.query(text, params);
-      return { rows: result.rows, rowCount: result.rowCount ?? 0 };
-    } catch (err) {
-      if (isConnectionError(err)) {
-        connectionFailedThisRun = true;
-        dropClient();
+  function makeQuery(slot: Slot, state: RunState) {
+    return async (text: string, params?: unknown[]): Promise<{ rows: Record<string, unknown>[]; rowCount: number }> => {
+      try {
+        const current = slot.client ?? (await connectOnce(slot));
+        const result = await current.query(text, params);
+        return { rows: result.rows, rowCount: result.rowCount ?? 0 };
+      } catch (err) {
+        if (isConnectionError(err)) {
+          state.connectionFailed = true;
+          dropClient(slot);
+        }
+        throw err;
       }
-      throw err;
-    }
+    };
   }
 
   // A function that opened a transaction and did not finish it must not leave it open for
   // the next run on this connection.
-  async function endOpenTransaction(): Promise<void> {
+  async function endOpenTransaction(slot: Slot): Promise<void> {
+    const client = slot.client;
     const status = client?.getTransactionStatus();
     if (!client || status === 'I' || status === null) return;
-    await client.query('ROLLBACK').catch(() => dropClient());
+    await client.query('ROLLBACK').catch(() => dropClient(slot));
   }
 
   // --- modules: one import per file; a failed import is retried under a fresh URL, because
@@ -229,14 +272,14 @@ function serve(port: MessagePort, config: WorkerConfig): void {
     return loading;
   }
 
-  async function run(message: RunMessage): Promise<Omit<ResultMessage, 'supersededModules'>> {
+  async function run(message: RunMessage, slot: Slot): Promise<Omit<ResultMessage, 'supersededModules'>> {
     const base = { type: 'result', runId: message.runId } as const;
-    const saved = CAPTURED.map((name) => [name, console[name]] as const);
-    for (const name of CAPTURED) console[name] = log;
+    const state: RunState = { runId: message.runId, output: slot.output, connectionFailed: false, done: false };
     try {
       let module: Record<string, unknown>;
       try {
-        module = await loadModule(message.fn.id, message.path);
+        // Top-level code of the module runs in the context of the run that loads it.
+        module = await als.run(state, () => loadModule(message.fn.id, message.path));
       } catch (err) {
         const error = `cannot load the function: ${summarize(err)}`;
         return {
@@ -254,16 +297,16 @@ function serve(port: MessagePort, config: WorkerConfig): void {
         const error = `the module${found}, expected \`export default async (event, ctx) => { … }\``;
         return { ...base, ok: false, kind: 'compile', error, tookMs: 0 };
       }
-      connectionFailedThisRun = false;
-      const ctx = { db: { query }, fn: message.fn, log };
+      const log = (...args: unknown[]): void => write(state, args);
+      const ctx = { db: { query: makeQuery(slot, state) }, fn: message.fn, log };
       const started = performance.now();
       try {
-        await handler(message.event, ctx);
+        await als.run(state, () => handler(message.event, ctx));
         return { ...base, ok: true, tookMs: performance.now() - started };
       } catch (err) {
         const tookMs = performance.now() - started;
         // A lost connection is not the function's fault, even when the code wrapped the error.
-        const kind = isConnectionError(err) || connectionFailedThisRun ? 'transient' : 'function';
+        const kind = isConnectionError(err) || state.connectionFailed ? 'transient' : 'function';
         return {
           ...base,
           ok: false,
@@ -274,16 +317,20 @@ function serve(port: MessagePort, config: WorkerConfig): void {
         };
       }
     } finally {
-      for (const [name, original] of saved) console[name] = original;
-      await endOpenTransaction();
+      state.done = true;
+      await endOpenTransaction(slot);
     }
   }
 
   async function close(): Promise<void> {
-    const current = client;
-    client = undefined;
-    await current?.end().catch(() => undefined);
-    process.exit(0);
+    await Promise.all(
+      slots.map((slot) => {
+        const current = slot?.client;
+        if (slot) slot.client = undefined;
+        return current?.end().catch(() => undefined);
+      }),
+    );
+    exit(0);
   }
 
   port.on('message', (message: ToWorker) => {
@@ -291,7 +338,24 @@ function serve(port: MessagePort, config: WorkerConfig): void {
       void close();
       return;
     }
-    run(message).then(
+    let slot = slots[message.slot];
+    if (message.output) {
+      slot = { output: new OutputBuffer(message.output), client: undefined, connecting: undefined };
+      slots[message.slot] = slot;
+    }
+    if (!slot) {
+      port.postMessage({
+        type: 'result',
+        runId: message.runId,
+        ok: false,
+        kind: 'internal',
+        error: `rppd worker failed: unknown run slot ${message.slot}`,
+        tookMs: 0,
+        supersededModules,
+      } satisfies ResultMessage);
+      return;
+    }
+    run(message, slot).then(
       (result) => port.postMessage({ ...result, supersededModules } satisfies ResultMessage),
       (err: unknown) =>
         port.postMessage({

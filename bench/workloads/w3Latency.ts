@@ -1,0 +1,135 @@
+// W3 latency: rows inserted at a steady rate (about half of the system's W2 rate) from a pool
+// of connections; the commit time is taken right after each INSERT returns (autocommit), the
+// start inside the handler (performance.timeOrigin + now()) and the end as the sink row's
+// clock_timestamp(). All clocks are this machine's realtime clock.
+import pg from 'pg';
+import type { BenchContext } from '../context.ts';
+import { sql, waitForSink } from '../db.ts';
+import { nowMs, sleep, summarize } from '../measure.ts';
+import type { BenchSystem, RunningSystem } from '../systems/system.ts';
+
+const CONNECTIONS = 8;
+
+interface Latencies {
+  rate: number;
+  achievedRate: number;
+  start: ReturnType<typeof summarize>;
+  end: ReturnType<typeof summarize>;
+  missing: number;
+  otherCores: number;
+  /** The slowest starts: seconds after the first measured commit, and ms. */
+  slowest: { atSec: number; startMs: number }[];
+}
+
+async function steadyInserts(url: string, rate: number, seconds: number, warmUp: number) {
+  const clients = await Promise.all(
+    Array.from({ length: CONNECTIONS }, async () => {
+      const c = new pg.Client({ connectionString: url, application_name: 'rppd bench inserter' });
+      await c.connect();
+      return c;
+    }),
+  );
+  const free = [...clients];
+  const waiting: ((c: pg.Client) => void)[] = [];
+  const take = () => new Promise<pg.Client>((resolve) => (free.length ? resolve(free.pop()!) : waiting.push(resolve)));
+  const give = (c: pg.Client) => (waiting.length ? waiting.shift()!(c) : free.push(c));
+  const committed = new Map<string, number>();
+  const total = Math.round(rate * (seconds + warmUp));
+  const measuredFrom = Math.round(rate * warmUp);
+  const inflight: Promise<void>[] = [];
+  const t0 = nowMs();
+  for (let i = 0; i < total; i++) {
+    const due = t0 + (i * 1000) / rate;
+    const wait = due - nowMs();
+    if (wait > 1) await sleep(wait);
+    const c = await take();
+    const p = c
+      .query<{ id: string }>(`INSERT INTO src (k, payload) VALUES ($1, 'payload') RETURNING id`, [i % 1000])
+      .then((res) => {
+        const at = nowMs();
+        if (i >= measuredFrom) committed.set(res.rows[0]!.id, at);
+      })
+      .finally(() => give(c));
+    inflight.push(p);
+    if (inflight.length > 1000) await Promise.all(inflight.splice(0, 500));
+  }
+  await Promise.all(inflight);
+  const achievedRate = total / ((nowMs() - t0) / 1000);
+  await Promise.all(clients.map((c) => c.end()));
+  return { committed, total, achievedRate };
+}
+
+async function measure(ctx: BenchContext, system: BenchSystem, rate: number): Promise<Latencies> {
+  const { w3Seconds, w3WarmUpSeconds, concurrency } = ctx.options.sizes;
+  const url = await ctx.freshDb(`w3_${system.name}`);
+  await system.install(url);
+  let running: RunningSystem | undefined;
+  try {
+    running = await system.start(url, { concurrency });
+    // rppd's dispatcher falls asleep after 2 s without events; start from that state.
+    await sleep(2500);
+    ctx.log(`W3: ${system.name} at ${Math.round(rate)} rows/s for ${w3Seconds + w3WarmUpSeconds} s`);
+    const meter = ctx.meter();
+    const { committed, total, achievedRate } = await steadyInserts(url, rate, w3Seconds, w3WarmUpSeconds);
+    await waitForSink(url, total, { timeoutMs: 120_000 });
+    const { otherCores } = meter.stop();
+    const rows = await sql(
+      url,
+      'SELECT src_id::text AS id, started_ms, extract(epoch FROM finished_at) * 1000 AS finished_ms FROM sink',
+    );
+    const start: number[] = [];
+    const end: number[] = [];
+    const firstCommit = Math.min(...committed.values());
+    const byStart: { atSec: number; startMs: number }[] = [];
+    for (const row of rows) {
+      const c = committed.get(String(row.id));
+      if (c === undefined) continue;
+      start.push(Number(row.started_ms) - c);
+      end.push(Number(row.finished_ms) - c);
+      byStart.push({ atSec: (c - firstCommit) / 1000, startMs: Number(row.started_ms) - c });
+    }
+    const slowest = byStart.sort((a, b) => b.startMs - a.startMs).slice(0, 10);
+    return {
+      rate,
+      achievedRate,
+      start: summarize(start),
+      end: summarize(end),
+      missing: committed.size - start.length,
+      otherCores,
+      slowest,
+    };
+  } finally {
+    await running?.stop();
+  }
+}
+
+export async function runW3(ctx: BenchContext): Promise<void> {
+  for (const system of ctx.systems) {
+    const w2 = ctx.find('W2', system.name, 'events/s');
+    const rate = w2 ? Math.max(10, w2.value / 2) : ctx.options.sizes.w3FallbackRate;
+    const l = await measure(ctx, system, rate);
+    ctx.data[`W3 ${system.name}`] = l;
+    const caseName = `${Math.round(l.rate)} rows/s (${w2 ? 'half its W2 rate' : 'fixed'})`;
+    const note = `${l.start.n} samples, ${l.missing} missing; achieved ${Math.round(l.achievedRate)} rows/s`;
+    const rppd = system.name === 'rppd';
+    for (const [metric, s, targets] of [
+      ['commit→start', l.start, rppd ? { p50: 5, p99: 25 } : {}],
+      ['commit→end', l.end, {}],
+    ] as const) {
+      for (const p of ['p50', 'p95', 'p99'] as const) {
+        const limit = (targets as Partial<Record<string, number>>)[p];
+        ctx.record({
+          workload: 'W3',
+          case: caseName,
+          system: system.name,
+          metric: `${metric} ${p}`,
+          value: s[p],
+          unit: 'ms',
+          target: limit === undefined ? undefined : { text: `≤ ${limit} ms`, pass: s[p] <= limit },
+          otherCores: l.otherCores,
+          note: p === 'p50' ? note : p === 'p99' ? `max ${s.max.toFixed(1)} ms` : undefined,
+        });
+      }
+    }
+  }
+}
