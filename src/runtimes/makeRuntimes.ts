@@ -24,7 +24,11 @@ export async function makeRuntimes(settings: Settings, maxWorkers: number, log: 
     pythonPath: settings.python,
   };
   const runtimes: Runtime[] = [
-    makeJsRuntime({ ...options, onWorkerError: (message) => log.warn(`js worker crashed between runs: ${message}`) }),
+    makeJsRuntime({
+      ...options,
+      prewarm: true,
+      onWorkerError: (message) => log.warn(`js worker crashed between runs: ${message}`),
+    }),
   ];
   const unavailable: Partial<Record<Lang, string>> = {};
   try {

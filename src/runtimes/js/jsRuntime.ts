@@ -29,6 +29,8 @@ import {
 export interface JsRuntimeOptions extends RuntimeOptions {
   /** Worker threads at most (default os.availableParallelism()); runs are capped by maxWorkers. */
   maxThreads?: number;
+  /** Start the threads at once instead of on the first runs (a node does: no cold start on its first events). */
+  prewarm?: boolean;
   /** Idle workers beyond the first are stopped after this long (default 60 s). */
   idleMs?: number;
   /** A worker crashed between runs (e.g. a stray timer threw after its run ended); it was replaced. */
@@ -475,6 +477,25 @@ export function makeJsRuntime(options: JsRuntimeOptions): JsRuntime {
       return failure(fn, input, finished, finished.output);
     } finally {
       release(handle);
+    }
+  }
+
+  if (options.prewarm) {
+    for (let i = 0; i < threadCap(); i++) {
+      starting++;
+      const start = startWorker().then(
+        () => {
+          starting--;
+          pump();
+        },
+        (err: unknown) => {
+          starting--;
+          if (!closed) options.onWorkerError?.(`could not start a JS worker ahead of time: ${describeError(err)}`);
+          pump();
+        },
+      );
+      starts.add(start);
+      void start.finally(() => starts.delete(start));
     }
   }
 
