@@ -6,7 +6,8 @@ import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { copyExtensionFiles, latestVersion } from '../../src/db/extensionFiles.ts';
 import { installSchema, SchemaTooNewError } from '../../src/db/installSchema.ts';
-import { type PgServer, pgShareDir, startPg } from '../support/pgServer.ts';
+import { type Fixture, setupFixture } from '../support/fixture.ts';
+import { type PgServer, pgShareDir } from '../support/pgServer.ts';
 import { rppdBin } from '../support/rppdProcess.ts';
 
 const tables = ['rppd_config', 'rppd_cron', 'rppd_event_queue', 'rppd_function', 'rppd_function_log', 'rppd_wake'];
@@ -20,17 +21,15 @@ async function tablesIn(client: pg.Client, schema: string): Promise<string[]> {
 }
 
 describe('extension install', () => {
+  let f: Fixture;
   let server: PgServer;
   let client: pg.Client;
   before(async () => {
-    server = await startPg();
-    client = new pg.Client(server.url);
-    await client.connect();
+    f = await setupFixture({ install: false });
+    server = f.server;
+    client = f.db;
   });
-  after(async () => {
-    await client?.end();
-    await server?.stop();
-  });
+  after(async () => f?.close());
 
   test('rppd extension install + CREATE EXTENSION rppd SCHEMA s', async () => {
     copyExtensionFiles(pgShareDir(server.binDir));

@@ -5,10 +5,10 @@ import assert from 'node:assert/strict';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
-import pg from 'pg';
+import type pg from 'pg';
 import { extensionDir } from '../../src/db/extensionFiles.ts';
 import { installSchema } from '../../src/db/installSchema.ts';
-import { type PgServer, startPg } from '../support/pgServer.ts';
+import { type Fixture, setupFixture } from '../support/fixture.ts';
 
 const snapshotFile = join(extensionDir, 'schema.snapshot.txt');
 
@@ -47,17 +47,13 @@ async function describeSchema(client: pg.Client, schema: string): Promise<string
   return `${sections.map(([name, rows]) => `## ${name}\n${rows.join('\n')}`).join('\n\n')}\n`;
 }
 
-let server: PgServer;
+let f: Fixture;
 let client: pg.Client;
 before(async () => {
-  server = await startPg();
-  client = new pg.Client(server.url);
-  await client.connect();
+  f = await setupFixture({ install: false });
+  client = f.db;
 });
-after(async () => {
-  await client?.end();
-  await server?.stop();
-});
+after(async () => f?.close());
 
 test('the extension creates exactly the committed schema snapshot', async () => {
   await installSchema(client, 'snap', { mode: 'sql' });
