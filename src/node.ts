@@ -9,9 +9,9 @@ import { unquoteIdent } from './db/ident.ts';
 import { startListener } from './db/listener.ts';
 import { makePool } from './db/pool.ts';
 import { cleanupLogs } from './db/queries/logs.ts';
-import { announceNodes, currentMaster, holdsLease, loadNodes, type NodeRow } from './db/queries/nodes.ts';
+import { announceNodes, currentMaster, loadNodes, type NodeRow } from './db/queries/nodes.ts';
 import { type ClusterExecutor, makeClusterExecutor } from './dispatch/clusterExecutor.ts';
-import { Fenced, makeCompleter } from './dispatch/completer.ts';
+import { makeCompleter } from './dispatch/completer.ts';
 import { type Dispatcher, makeDispatcher } from './dispatch/dispatcher.ts';
 import { makeFunctionRegistry } from './dispatch/functionRegistry.ts';
 import { makeLocalExecutor } from './dispatch/localExecutor.ts';
@@ -116,13 +116,7 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
     const completer = makeCompleter({
       pool,
       schema,
-      fence: async (client) => {
-        if (!(await holdsLease(client, schema, self.id, epoch))) {
-          throw new Fenced(
-            `epoch ${epoch} no longer holds the lease: its unwritten results are left to the next master`,
-          );
-        }
-      },
+      fence: { nodeId: self.id, epoch },
       onError: (error) => events.emit('db:error', { where: 'complete', error }),
       onFlushed: (ids) => {
         if (ids.length) events.emit('events:completed', { ids });

@@ -1,11 +1,13 @@
 // Batches what finished runs must write: log rows, functions done for events that
 // still have others to run, and the deletion of finished events. One transaction
-// per batch; while one batch is being written the next one collects.
+// per batch; while one batch is being written the next one collects. A batch of
+// deletions alone (the usual case) is one statement with the fence inside it.
 import type pg from 'pg';
 import { inTransaction } from '../db/pool.ts';
 import { finishCrons } from '../db/queries/cron.ts';
-import { addDoneFunctions, deleteEvents } from '../db/queries/events.ts';
+import { addDoneFunctions, deleteEvents, deleteEventsFenced } from '../db/queries/events.ts';
 import { insertLogs, type LogRow } from '../db/queries/logs.ts';
+import { holdsLease } from '../db/queries/nodes.ts';
 import { backoffMs, delay } from '../util/backoff.ts';
 import { coerceError } from '../util/errors.ts';
 
@@ -27,8 +29,8 @@ export interface CompleterOptions {
   schema: string;
   onError: (err: Error) => void;
   onFlushed: (events: string[]) => void;
-  /** Optional guard run inside the batch transaction (the cluster's epoch fence). */
-  fence?: (client: pg.PoolClient) => Promise<void>;
+  /** Write only while this node holds the master lease of this epoch (the cluster's fence). */
+  fence?: { nodeId: number; epoch: string };
 }
 
 // Strings in jsonb may not contain NUL; output is user data.
@@ -42,6 +44,9 @@ export class Fenced extends Error {
 }
 
 export function makeCompleter(options: CompleterOptions): Completer {
+  const { fence } = options;
+  const fenced = () =>
+    new Fenced(`epoch ${fence?.epoch} no longer holds the lease: its unwritten results are left to the next master`);
   let logs: LogRow[] = [];
   let done = new Map<string, number[]>();
   let deletes: string[] = [];
@@ -77,22 +82,25 @@ export function makeCompleter(options: CompleterOptions): Completer {
     crons = [];
     if (!batchLogs.length && !batchDone.size && !batchDeletes.length && !batchCrons.length) return;
     try {
-      await inTransaction(options.pool, async (client) => {
-        if (options.fence) await options.fence(client);
-        await insertLogs(
-          client,
-          options.schema,
-          batchLogs.map((l) => ({ ...l, output: clean(l.output), error_msg: clean(l.error_msg) })),
-        );
-        const deleting = new Set(batchDeletes);
-        await addDoneFunctions(
-          client,
-          options.schema,
-          [...batchDone].filter(([id]) => !deleting.has(id)).map(([id, fns]) => ({ id, fns })),
-        );
-        await deleteEvents(client, options.schema, batchDeletes);
-        await finishCrons(client, options.schema, batchCrons);
-      });
+      if (fence && !batchLogs.length && !batchDone.size && !batchCrons.length) {
+        if (!(await deleteEventsFenced(options.pool, options.schema, batchDeletes, fence)).held) throw fenced();
+      } else
+        await inTransaction(options.pool, async (client) => {
+          if (fence && !(await holdsLease(client, options.schema, fence.nodeId, fence.epoch))) throw fenced();
+          await insertLogs(
+            client,
+            options.schema,
+            batchLogs.map((l) => ({ ...l, output: clean(l.output), error_msg: clean(l.error_msg) })),
+          );
+          const deleting = new Set(batchDeletes);
+          await addDoneFunctions(
+            client,
+            options.schema,
+            [...batchDone].filter(([id]) => !deleting.has(id)).map(([id, fns]) => ({ id, fns })),
+          );
+          await deleteEvents(client, options.schema, batchDeletes);
+          await finishCrons(client, options.schema, batchCrons);
+        });
       failures = 0;
       for (const id of batchDeletes) pendingDelete.delete(id);
       options.onFlushed(batchDeletes);

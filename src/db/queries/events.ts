@@ -54,6 +54,30 @@ export async function deleteEvents(db: pg.ClientBase, schema: string, ids: strin
   return res.rowCount ?? 0;
 }
 
+/**
+ * Deletes finished events in one autocommitted statement, only while node `fence.nodeId`
+ * holds the master lease of `fence.epoch` (the row is locked FOR KEY SHARE as in holdsLease).
+ * held = false: nothing was deleted, another master has taken over.
+ */
+export async function deleteEventsFenced(
+  db: pg.ClientBase | pg.Pool,
+  schema: string,
+  ids: string[],
+  fence: { nodeId: number; epoch: string },
+): Promise<{ held: boolean; deleted: number }> {
+  const { rows } = await db.query<{ held: boolean; deleted: number }>(
+    `WITH lease AS (
+       SELECT 1 FROM ${rppdTable(schema, 'rppd_config')}
+        WHERE id = $2 AND master AND epoch = $3 AND lease_until >= now() FOR KEY SHARE),
+     gone AS (
+       DELETE FROM ${rppdTable(schema, 'rppd_event_queue')}
+        WHERE id = ANY($1::bigint[]) AND EXISTS (SELECT 1 FROM lease) RETURNING 1)
+     SELECT EXISTS (SELECT 1 FROM lease) AS held, (SELECT count(*) FROM gone)::int AS deleted`,
+    [ids, fence.nodeId, fence.epoch],
+  );
+  return rows[0] ?? { held: false, deleted: 0 };
+}
+
 /** Record functions that finished for events that still have others to run. */
 export async function addDoneFunctions(
   db: pg.ClientBase,

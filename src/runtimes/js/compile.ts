@@ -4,7 +4,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { build, type Message, type TransformOptions, type TransformResult, transform } from 'esbuild';
+import { build, type Message, stop, type TransformOptions, type TransformResult, transform } from 'esbuild';
 import { coerceError } from '../../util/errors.ts';
 import type { FunctionDef } from '../runtime.ts';
 
@@ -74,9 +74,28 @@ async function writeModuleOnce(path: string, fn: Pick<FunctionDef, 'id' | 'lang'
   return path;
 }
 
+// esbuild runs as a child process (~14 MiB resident). Functions change rarely, so it is
+// stopped once idle; the next call starts it again.
+const ESBUILD_IDLE_MS = 10_000;
+let esbuildCalls = 0;
+let esbuildIdle: NodeJS.Timeout | undefined;
+
+async function withEsbuild<T>(call: () => Promise<T>): Promise<T> {
+  clearTimeout(esbuildIdle);
+  esbuildCalls++;
+  try {
+    return await call();
+  } finally {
+    if (--esbuildCalls === 0) {
+      esbuildIdle = setTimeout(() => void Promise.resolve(stop()).catch(() => undefined), ESBUILD_IDLE_MS);
+      esbuildIdle.unref();
+    }
+  }
+}
+
 async function esbuildTransform(code: string, options: TransformOptions): Promise<TransformResult> {
   try {
-    return await transform(code, options);
+    return await withEsbuild(() => transform(code, options));
   } catch (err) {
     const errors = (err as { errors?: Message[] }).errors;
     if (!errors?.length) throw coerceError(err);
@@ -93,28 +112,30 @@ async function esbuildTransform(code: string, options: TransformOptions): Promis
  * bundle lives in the cache directory, from where bare names would not resolve.
  */
 export async function bundleWorker(entry: URL, cacheDir: string): Promise<string> {
-  const result = await build({
-    entryPoints: [fileURLToPath(entry)],
-    bundle: true,
-    write: false,
-    format: 'esm',
-    platform: 'node',
-    target: 'node20',
-    sourcemap: 'inline',
-    logLevel: 'silent',
-    plugins: [
-      {
-        name: 'external-packages-by-url',
-        setup(b) {
-          b.onResolve({ filter: /^[^./]/ }, (args) =>
-            args.path.startsWith('node:')
-              ? { external: true }
-              : { path: import.meta.resolve(args.path), external: true },
-          );
+  const result = await withEsbuild(() =>
+    build({
+      entryPoints: [fileURLToPath(entry)],
+      bundle: true,
+      write: false,
+      format: 'esm',
+      platform: 'node',
+      target: 'node20',
+      sourcemap: 'inline',
+      logLevel: 'silent',
+      plugins: [
+        {
+          name: 'external-packages-by-url',
+          setup(b) {
+            b.onResolve({ filter: /^[^./]/ }, (args) =>
+              args.path.startsWith('node:')
+                ? { external: true }
+                : { path: import.meta.resolve(args.path), external: true },
+            );
+          },
         },
-      },
-    ],
-  });
+      ],
+    }),
+  );
   const text = result.outputFiles[0]?.text;
   if (text === undefined) throw new Error('esbuild produced no worker bundle');
   const hash = createHash('sha256').update(text).digest('hex').slice(0, 12);

@@ -63,6 +63,10 @@ const SHUTDOWN_TIMEOUT_MS = 2_000;
 const MAX_SUPERSEDED_MODULES = 32;
 // setTimeout fires at once for delays beyond a signed 32-bit number of milliseconds.
 const MAX_TIMER_MS = 2 ** 31 - 1;
+// Young generation of a worker thread's heap. V8's default (~48 MiB per isolate, grown under
+// load) made up a third of a draining node's resident memory; 8 MiB cost no measurable
+// throughput in bench W6 (bench/README.md, finding 4).
+const YOUNG_GENERATION_MB = 8;
 
 /** A run in progress in a thread. */
 interface Current {
@@ -110,7 +114,7 @@ class WorkerHandle {
       workerData,
       // The bundled entry is plain JavaScript: the parent's loader flags (tsx) are not needed.
       execArgv: [],
-      resourceLimits: { maxOldGenerationSizeMb: memoryLimitMb },
+      resourceLimits: { maxOldGenerationSizeMb: memoryLimitMb, maxYoungGenerationSizeMb: YOUNG_GENERATION_MB },
     });
     this.ready = new Promise<void>((resolve, reject) => {
       const timer = setTimeout(() => {
