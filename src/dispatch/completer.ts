@@ -43,6 +43,9 @@ export class Fenced extends Error {
   override name = 'Fenced';
 }
 
+const HOLD_MS = 10;
+const FULL_BATCH = 256;
+
 export function makeCompleter(options: CompleterOptions): Completer {
   const { fence } = options;
   const fenced = () =>
@@ -53,21 +56,35 @@ export function makeCompleter(options: CompleterOptions): Completer {
   let crons: { id: number; error: string | null }[] = [];
   const pendingDelete = new Set<string>();
   let writing: Promise<void> | null = null;
-  let again = false;
+  let retry = false;
   let failures = 0;
+  let holdTimer: NodeJS.Timeout | undefined;
+  let flushing = 0;
+  const waiting = () => logs.length + done.size + deletes.length + crons.length;
 
+  // Every batch is a commit: a small one waits up to HOLD_MS for more (bench P: without it,
+  // 6 events per commit while draining a backlog).
   function schedule(): void {
-    if (writing) {
-      again = true;
+    if (writing) return; // its end schedules what came meanwhile
+    if (flushing === 0 && waiting() < FULL_BATCH) {
+      holdTimer ??= setTimeout(write, HOLD_MS);
       return;
     }
+    write();
+  }
+
+  function write(): void {
+    clearTimeout(holdTimer);
+    holdTimer = undefined;
+    if (writing) return;
     writing = (async () => {
       do {
-        again = false;
+        retry = false;
         await writeBatch();
-      } while (again || logs.length || done.size || deletes.length || crons.length);
+      } while (retry || waiting() >= FULL_BATCH || (flushing > 0 && waiting() > 0));
     })().finally(() => {
       writing = null;
+      if (waiting() > 0) schedule();
     });
   }
 
@@ -119,7 +136,7 @@ export function makeCompleter(options: CompleterOptions): Completer {
       deletes = batchDeletes.concat(deletes);
       crons = batchCrons.concat(crons);
       await delay(backoffMs(failures++));
-      again = true;
+      retry = true;
     }
   }
 
@@ -146,7 +163,15 @@ export function makeCompleter(options: CompleterOptions): Completer {
     isPending: (id) => pendingDelete.has(id),
     pendingCount: () => pendingDelete.size,
     async flush() {
-      while (writing) await writing;
+      flushing++;
+      try {
+        while (writing || waiting() > 0) {
+          if (!writing) write();
+          await writing;
+        }
+      } finally {
+        flushing--;
+      }
     },
   };
 }

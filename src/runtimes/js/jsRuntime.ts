@@ -23,6 +23,7 @@ import {
   locateInStack,
   OutputBuffer,
   type RunMessage,
+  type ToWorker,
   type WorkerConfig,
 } from './jsWorker.ts';
 
@@ -96,6 +97,7 @@ class WorkerHandle {
   private readonly outputs: OutputBuffer[] = [];
   private readonly freeSlots: number[] = [];
   private readonly runs = new Map<number, Current>();
+  private outbox: RunMessage[] = [];
   /** Why the thread is being stopped (a run timed out): the other runs' failure message. */
   private stopReason: string | undefined;
 
@@ -138,10 +140,12 @@ class WorkerHandle {
     this.ready.catch(() => undefined);
     this.exited = new Promise((resolve) => this.thread.once('exit', () => resolve()));
     this.thread.on('message', (message: FromWorker) => {
-      if (message.type !== 'result') return;
-      this.supersededModules = message.supersededModules;
-      const { ok, kind, error, location, tookMs } = message;
-      this.settle(message.runId, { ok, kind, error, location, tookMs });
+      if (message.type !== 'results') return;
+      for (const result of message.results) {
+        this.supersededModules = result.supersededModules;
+        const { ok, kind, error, location, tookMs } = result;
+        this.settle(result.runId, { ok, kind, error, location, tookMs });
+      }
     });
     // An uncaught exception or unhandled rejection ends the worker with 'error' then 'exit';
     // with a listener it never reaches the main process.
@@ -187,13 +191,27 @@ class WorkerHandle {
         this.interruptAll('another function in the same worker timed out');
       }, limit);
       this.runs.set(message.runId, { runId: message.runId, slot: runSlot, startedAt, timer, resolve });
-      try {
-        this.thread.postMessage({ ...message, slot: runSlot, output } satisfies RunMessage);
-      } catch (err) {
-        const error = `cannot pass the event to the worker: ${describeError(err)}`;
-        this.settle(message.runId, { ok: false, kind: 'internal', error, tookMs: 0 });
-      }
+      if (this.outbox.push({ ...message, slot: runSlot, output }) === 1) setImmediate(() => this.sendRuns());
     });
+  }
+
+  /** Runs started in this turn of the event loop go to the thread in one message (fewer wake-ups). */
+  private sendRuns(): void {
+    const runs = this.outbox;
+    this.outbox = [];
+    if (runs.length === 0) return;
+    if (!this.alive) {
+      // A lost thread has settled its runs already (settle ignores those); a stopped one has not.
+      const error = `Interrupted: ${this.stopReason ?? 'the worker stopped'} before the run began; the run is retried`;
+      for (const run of runs) this.settle(run.runId, { ok: false, kind: 'internal', error, tookMs: 0 });
+      return;
+    }
+    try {
+      this.thread.postMessage({ type: 'runs', runs } satisfies ToWorker);
+    } catch (err) {
+      const error = `cannot pass the event to the worker: ${describeError(err)}`;
+      for (const run of runs) this.settle(run.runId, { ok: false, kind: 'internal', error, tookMs: 0 });
+    }
   }
 
   /** Ends the run, if still in progress, with this outcome. */

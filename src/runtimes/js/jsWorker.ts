@@ -33,7 +33,8 @@ export interface RunMessage {
   event: RunInput;
 }
 
-export type ToWorker = RunMessage | { type: 'close' };
+/** Runs started in one turn of the parent's event loop travel in one message. */
+export type ToWorker = { type: 'runs'; runs: RunMessage[] } | { type: 'close' };
 
 export interface ResultMessage {
   type: 'result';
@@ -48,7 +49,8 @@ export interface ResultMessage {
   supersededModules: number;
 }
 
-export type FromWorker = { type: 'ready' } | ResultMessage;
+/** Results of one turn of the worker's event loop travel in one message. */
+export type FromWorker = { type: 'ready' } | { type: 'results'; results: ResultMessage[] };
 
 const FUNCTION_FILE = /fn-\d+-[0-9A-Za-z]+\.mjs/;
 
@@ -162,16 +164,30 @@ function serve(port: MessagePort, config: WorkerConfig): void {
   const captured = (...args: unknown[]): void => write(als.getStore(), args);
   for (const name of CAPTURED) console[name] = captured;
 
+  // Results wait for the end of this turn of the event loop and go together.
+  let outbox: ResultMessage[] = [];
+  const sendResults = (): void => {
+    if (outbox.length === 0) return;
+    const results = outbox;
+    outbox = [];
+    port.postMessage({ type: 'results', results } satisfies FromWorker);
+  };
+  const report = (result: ResultMessage): void => {
+    if (outbox.push(result) === 1) setImmediate(sendResults);
+  };
+
   // Tell the parent which run ended the thread, before it ends.
   const exit = process.exit.bind(process);
   process.exit = ((code?: number | string | null) => {
     const state = als.getStore();
     if (state) Atomics.store(control, CONTROL_EXIT_RUN, state.runId);
+    sendResults(); // runs that ended earlier in this turn keep their results
     return exit(code as number | undefined);
   }) as typeof process.exit;
   process.on('uncaughtExceptionMonitor', () => {
     const state = als.getStore();
     if (state) Atomics.store(control, CONTROL_CRASH_RUN, state.runId);
+    sendResults();
   });
 
   // Stack traces of TypeScript functions point at their source lines (compile.ts writes inline maps).
@@ -333,18 +349,14 @@ function serve(port: MessagePort, config: WorkerConfig): void {
     exit(0);
   }
 
-  port.on('message', (message: ToWorker) => {
-    if (message.type === 'close') {
-      void close();
-      return;
-    }
+  function start(message: RunMessage): void {
     let slot = slots[message.slot];
     if (message.output) {
       slot = { output: new OutputBuffer(message.output), client: undefined, connecting: undefined };
       slots[message.slot] = slot;
     }
     if (!slot) {
-      port.postMessage({
+      report({
         type: 'result',
         runId: message.runId,
         ok: false,
@@ -352,13 +364,13 @@ function serve(port: MessagePort, config: WorkerConfig): void {
         error: `rppd worker failed: unknown run slot ${message.slot}`,
         tookMs: 0,
         supersededModules,
-      } satisfies ResultMessage);
+      });
       return;
     }
     run(message, slot).then(
-      (result) => port.postMessage({ ...result, supersededModules } satisfies ResultMessage),
+      (result) => report({ ...result, supersededModules }),
       (err: unknown) =>
-        port.postMessage({
+        report({
           type: 'result',
           runId: message.runId,
           ok: false,
@@ -366,8 +378,16 @@ function serve(port: MessagePort, config: WorkerConfig): void {
           error: `rppd worker failed: ${summarize(err)}`,
           tookMs: 0,
           supersededModules,
-        } satisfies ResultMessage),
+        }),
     );
+  }
+
+  port.on('message', (message: ToWorker) => {
+    if (message.type === 'close') {
+      void close();
+      return;
+    }
+    for (const m of message.runs) start(m);
   });
   port.postMessage({ type: 'ready' } satisfies FromWorker);
 }
