@@ -127,7 +127,7 @@ CREATE TABLE @extschema@.rppd_event_queue (
   epoch bigint,
   fn_id int,
   cron_id int
-) WITH (autovacuum_vacuum_scale_factor = 0.02, autovacuum_vacuum_insert_scale_factor = 0.02);
+) WITH (autovacuum_vacuum_scale_factor = 0.02);
 COMMENT ON TABLE @extschema@.rppd_event_queue IS 'captured events not yet finished by every matching function; rows are deleted when done';
 COMMENT ON COLUMN @extschema@.rppd_event_queue.trig IS '0 update, 1 insert, 2 delete, 3 truncate';
 COMMENT ON COLUMN @extschema@.rppd_event_queue.fn_id IS 'set for events made by a schedule: only this function runs (NULL = every function of schema_table)';
@@ -147,29 +147,35 @@ INSERT INTO @extschema@.rppd_wake DEFAULT VALUES;
 
 -- The trigger users attach: row level for INSERT / UPDATE / DELETE, statement
 -- level for TRUNCATE. It only writes a row (no network call, never blocks on a
--- node) and NOTIFYs at most once per transaction, only when a node sleeps.
+-- node) and NOTIFYs only when a node sleeps. One statement per row, as each one
+-- costs the writer: the event row, with whether a node waits in its RETURNING.
+-- Whether the table has functions is the node's question, not the writer's: an
+-- event no function wants is deleted when read (bench/README.md, W1).
 CREATE FUNCTION @extschema@.rppd_event() RETURNS trigger LANGUAGE plpgsql AS $fn$
 DECLARE
   st text := TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME;
+  asleep bool;
 BEGIN
   IF current_setting('rppd.node', true) = 'local' THEN
     RETURN NULL;
   END IF;
-  IF NOT EXISTS (SELECT 1 FROM @extschema@.rppd_function WHERE schema_table = st) THEN
-    RETURN NULL;
-  END IF;
   IF TG_LEVEL = 'STATEMENT' THEN
-    IF TG_OP = 'TRUNCATE' THEN
-      INSERT INTO @extschema@.rppd_event_queue (schema_table, trig) VALUES (st, 3);
+    IF TG_OP <> 'TRUNCATE' THEN
+      RETURN NULL;
     END IF;
+    INSERT INTO @extschema@.rppd_event_queue (schema_table, trig) VALUES (st, 3)
+      RETURNING (SELECT w.sleeping FROM @extschema@.rppd_wake w) INTO asleep;
   ELSIF TG_OP = 'INSERT' THEN
-    INSERT INTO @extschema@.rppd_event_queue (schema_table, trig, new_row) VALUES (st, 1, to_jsonb(NEW));
+    INSERT INTO @extschema@.rppd_event_queue (schema_table, trig, new_row) VALUES (st, 1, to_jsonb(NEW))
+      RETURNING (SELECT w.sleeping FROM @extschema@.rppd_wake w) INTO asleep;
   ELSIF TG_OP = 'UPDATE' THEN
-    INSERT INTO @extschema@.rppd_event_queue (schema_table, trig, new_row, old_row) VALUES (st, 0, to_jsonb(NEW), to_jsonb(OLD));
+    INSERT INTO @extschema@.rppd_event_queue (schema_table, trig, new_row, old_row) VALUES (st, 0, to_jsonb(NEW), to_jsonb(OLD))
+      RETURNING (SELECT w.sleeping FROM @extschema@.rppd_wake w) INTO asleep;
   ELSE
-    INSERT INTO @extschema@.rppd_event_queue (schema_table, trig, old_row) VALUES (st, 2, to_jsonb(OLD));
+    INSERT INTO @extschema@.rppd_event_queue (schema_table, trig, old_row) VALUES (st, 2, to_jsonb(OLD))
+      RETURNING (SELECT w.sleeping FROM @extschema@.rppd_wake w) INTO asleep;
   END IF;
-  IF (SELECT sleeping FROM @extschema@.rppd_wake) IS NOT FALSE THEN
+  IF asleep IS NOT FALSE THEN
     PERFORM pg_notify('rppd_event', '@extschema@');
   END IF;
   RETURN NULL;
@@ -292,4 +298,3 @@ GRANT USAGE ON SCHEMA @extschema@ TO PUBLIC;
 GRANT INSERT ON @extschema@.rppd_event_queue TO PUBLIC;
 GRANT USAGE ON SEQUENCE @extschema@.rppd_event_queue_id_seq TO PUBLIC;
 GRANT SELECT ON @extschema@.rppd_wake TO PUBLIC;
-GRANT SELECT (schema_table) ON @extschema@.rppd_function TO PUBLIC;

@@ -74,9 +74,8 @@ describe('live configuration', () => {
     await waitForRows(f, `SELECT 1 FROM live_sink WHERE v = 'v2:b'`, 1);
     await f.db.query('DELETE FROM rppd_function WHERE id = $1', [fn!.id]);
     await f.db.query(`INSERT INTO live (v) VALUES ('c')`);
-    // With no function for the table the trigger records nothing at all.
-    assert.equal((await f.query(`SELECT 1 FROM rppd_event_queue WHERE new_row->>'v' = 'c'`)).length, 0);
-    // Once the earlier events are finished, nothing ran for 'c'.
+    // The event of 'c' is recorded (the writer does not look up functions) and dropped by the
+    // node, which knows the function is gone: nothing runs for it.
     await waitFor(async () => (await f.query(`SELECT 1 FROM rppd_event_queue`)).length === 0, { what: 'queue empty' });
     assert.equal((await f.query(`SELECT 1 FROM live_sink WHERE v LIKE '%:c'`)).length, 0);
   });

@@ -80,7 +80,9 @@ describe('extension install', () => {
     await client.query(`INSERT INTO public.q VALUES (1, 'a'), (2, 'b')`);
     await client.query('ROLLBACK');
     await client.query(`INSERT INTO public.q VALUES (3, 'c'), (4, 'd')`);
-    const { rows } = await client.query(`SELECT trig, new_row FROM "My Schema".rppd_event_queue ORDER BY id`);
+    const { rows } = await client.query(
+      `SELECT trig, new_row FROM "My Schema".rppd_event_queue WHERE schema_table = 'public.q' ORDER BY id`,
+    );
     assert.deepEqual(
       rows.map((r) => r.new_row.id),
       [3, 4],
@@ -89,5 +91,32 @@ describe('extension install', () => {
     await listener.query('SELECT 1');
     assert.deepEqual(notes, ['"My Schema"']);
     await listener.end();
+  });
+
+  test('a writer with rights on its own table only records every kind of event', async () => {
+    const role = `rppd_writer_${process.pid}`;
+    await client.query(`
+      CREATE ROLE ${role};
+      CREATE TABLE public.w (id int PRIMARY KEY);
+      GRANT INSERT, UPDATE, DELETE, TRUNCATE ON public.w TO ${role};
+      CREATE TRIGGER w_event AFTER INSERT OR UPDATE OR DELETE ON public.w FOR EACH ROW EXECUTE FUNCTION "My Schema".rppd_event();
+      CREATE TRIGGER w_truncate AFTER TRUNCATE ON public.w FOR EACH STATEMENT EXECUTE FUNCTION "My Schema".rppd_event();`);
+    try {
+      await client.query(`SET ROLE ${role}`);
+      await client.query('INSERT INTO public.w VALUES (1)');
+      await client.query('UPDATE public.w SET id = 2');
+      await client.query('DELETE FROM public.w');
+      await client.query('TRUNCATE public.w');
+    } finally {
+      await client.query('RESET ROLE');
+      await client.query(`DROP OWNED BY ${role}; DROP ROLE ${role}`);
+    }
+    const { rows } = await client.query(
+      `SELECT trig FROM "My Schema".rppd_event_queue WHERE schema_table = 'public.w' ORDER BY id`,
+    );
+    assert.deepEqual(
+      rows.map((r) => r.trig),
+      [1, 0, 2, 3],
+    );
   });
 });
