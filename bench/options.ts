@@ -43,7 +43,7 @@ const FULL: Sizes = {
   rows: 20_000,
   insertClients: 8,
   w3Seconds: 30,
-  w3WarmUpSeconds: 3,
+  w3WarmUpSeconds: 10,
   w3FallbackRate: 300,
   w6Events: 1_000_000,
   w6PeerEvents: 100_000,
