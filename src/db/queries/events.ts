@@ -1,6 +1,7 @@
 // Runtime SQL on rppd_event_queue. Batched: one round trip per batch of events.
 import type pg from 'pg';
 import { rppdTable } from '../ident.ts';
+import { leaseHeldSql } from './nodes.ts';
 
 export interface EventRow {
   id: string;
@@ -56,7 +57,7 @@ export async function deleteEvents(db: pg.ClientBase, schema: string, ids: strin
 
 /**
  * Deletes finished events in one autocommitted statement, only while node `fence.nodeId`
- * holds the master lease of `fence.epoch` (the row is locked FOR KEY SHARE as in holdsLease).
+ * holds the master lease of `fence.epoch` (leaseHeldSql, the same fence as holdsLease).
  * held = false: nothing was deleted, another master has taken over.
  */
 export async function deleteEventsFenced(
@@ -66,9 +67,7 @@ export async function deleteEventsFenced(
   fence: { nodeId: number; epoch: string },
 ): Promise<{ held: boolean; deleted: number }> {
   const { rows } = await db.query<{ held: boolean; deleted: number }>(
-    `WITH lease AS (
-       SELECT 1 FROM ${rppdTable(schema, 'rppd_config')}
-        WHERE id = $2 AND master AND epoch = $3 AND lease_until >= now() FOR KEY SHARE),
+    `WITH lease AS (${leaseHeldSql(schema, '$2', '$3')}),
      gone AS (
        DELETE FROM ${rppdTable(schema, 'rppd_event_queue')}
         WHERE id = ANY($1::bigint[]) AND EXISTS (SELECT 1 FROM lease) RETURNING 1)

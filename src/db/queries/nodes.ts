@@ -134,6 +134,12 @@ export async function currentMaster(db: pg.ClientBase | pg.Pool, schema: string)
   return rows[0] ?? null;
 }
 
+/** The fence: a row while node `id` holds the lease of `epoch`, locked FOR KEY SHARE (see holdsLease). */
+export function leaseHeldSql(schema: string, idParam: string, epochParam: string): string {
+  return `SELECT 1 FROM ${rppdTable(schema, 'rppd_config')}
+           WHERE id = ${idParam} AND master AND epoch = ${epochParam} AND lease_until >= now() FOR KEY SHARE`;
+}
+
 /**
  * The epoch fence of the master's writes, run inside their transaction: true while
  * this node holds the lease of this epoch. FOR KEY SHARE conflicts with a takeover
@@ -141,11 +147,7 @@ export async function currentMaster(db: pg.ClientBase | pg.Pool, schema: string)
  * can become master until this transaction has committed.
  */
 export async function holdsLease(db: pg.ClientBase, schema: string, id: number, epoch: string): Promise<boolean> {
-  const { rows } = await db.query(
-    `SELECT 1 FROM ${rppdTable(schema, 'rppd_config')}
-      WHERE id = $1 AND master AND epoch = $2 AND lease_until >= now() FOR KEY SHARE`,
-    [id, epoch],
-  );
+  const { rows } = await db.query(leaseHeldSql(schema, '$1', '$2'), [id, epoch]);
   return rows.length > 0;
 }
 
