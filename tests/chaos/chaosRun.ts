@@ -131,6 +131,10 @@ async function generate(pool: pg.Pool, options: ChaosOptions, stop: () => boolea
     for (let attempt = 0; ; attempt++) {
       const client = await pool.connect().catch(() => null);
       if (client) {
+        // A checked-out client has no pool error listener: a server restart between two of its
+        // queries is emitted as 'error', which would end the test instead of this retry.
+        const ignore = () => undefined;
+        client.on('error', ignore);
         try {
           await client.query('BEGIN');
           const done = await client.query('SELECT 1 FROM chaos_batches WHERE batch = $1', [b]);
@@ -142,9 +146,11 @@ async function generate(pool: pg.Pool, options: ChaosOptions, stop: () => boolea
               await client.query('INSERT INTO chaos_free (batch) SELECT $1 FROM generate_series(1, $2)', [b, nFree]);
           }
           await client.query('COMMIT');
+          client.off('error', ignore);
           client.release();
           break;
         } catch {
+          client.off('error', ignore);
           client.release(true);
         }
       }
