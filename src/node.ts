@@ -104,6 +104,7 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
     executor,
     registry,
     currentMaster: () => currentMaster(pool, schema),
+    onBatch: (batch) => log.debug(batch, 'run batch started'),
   });
   worker = runs;
 
@@ -285,6 +286,7 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
         epoch: lease.epoch(),
         admitted: d?.admitted ?? 0,
         queued: d?.queued ?? 0,
+        writers_notify: d?.writersNotify ?? null,
         running: x.running,
         workers: x.workers,
         max_concurrency: x.max,

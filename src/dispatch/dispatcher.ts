@@ -13,6 +13,7 @@ import type { Completer } from './completer.ts';
 import type { FunctionRegistry } from './functionRegistry.ts';
 import { type PlannedRun, planRuns, trigValue } from './planRuns.ts';
 import { type SchedRun, Scheduler } from './scheduler.ts';
+import { WakeMode, type WakeModeOptions } from './wakeMode.ts';
 
 export interface RunExecutor {
   /** How many more runs may start now. */
@@ -30,11 +31,11 @@ export interface DispatcherOptions {
   events: NodeEvents;
   /** Events held in memory at most (the rest wait in the table). */
   windowSize?: number;
-  /** Poll interval while events keep arriving (no NOTIFY is sent then). */
+  /** Poll interval while events arrive fast (writers send no NOTIFY then). */
   awakePollMs?: number;
-  /** How long after the last event the dispatcher stays awake before it sleeps on NOTIFY. */
-  awakeMs?: number;
-  /** Fallback poll while asleep (a NOTIFY can be lost on reconnect). */
+  /** The event rates at which writers stop and start sending NOTIFY (wakeMode.ts). */
+  wakeMode?: WakeModeOptions;
+  /** Fallback poll while writers NOTIFY (a NOTIFY can be lost on reconnect). */
   pollMs: number;
   /** How often ids at or below the cursor are re-read to catch events that committed late. */
   sweepMs?: number;
@@ -50,7 +51,7 @@ export interface Dispatcher {
   pump(): void;
   /** Stop reading; wait up to graceMs for running runs; write what finished. */
   stop(graceMs: number): Promise<void>;
-  stats(): { admitted: number; queued: number; running: number };
+  stats(): { admitted: number; queued: number; running: number; writersNotify: boolean | null };
 }
 
 type Payload = PlannedRun & { attempt: number; lastError?: string };
@@ -60,9 +61,9 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
   // ~1 s of work at full speed: enough to keep every slot busy, small enough that the events
   // held do not pile up in the old generation of the heap (bench W6 peak RSS).
   const windowSize = options.windowSize ?? 2000;
-  // Awake, the table is polled every 2 ms: commit→start p50 1.9 ms (bench W3); no writer NOTIFYs meanwhile.
+  // While events arrive fast the table is polled every 2 ms and writers send no NOTIFY.
   const awakePollMs = options.awakePollMs ?? 2;
-  const awakeMs = options.awakeMs ?? 2000;
+  const wakeMode = new WakeMode(options.wakeMode);
   const sweepMs = options.sweepMs ?? 1000;
 
   // Events in memory; for schedule-made events, the schedule and the first failure.
@@ -76,7 +77,6 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
   let running = 0;
   let stopped = false;
   let sleeping: boolean | null = null;
-  let lastActivity = Date.now();
   let lastSweep = 0;
   // Ids a read skipped: usually a transaction that took its id early and has not
   // committed yet. Re-read on every poll for a short while (rolled-back ids never come).
@@ -84,16 +84,23 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
   const gapWatchMs = 2000;
   const maxGaps = 2000;
   let wakeUp: (() => void) | null = null;
+  // A signal while the loop was reading: the next wait returns at once (a NOTIFY is never lost).
+  let signalled = false;
   let loopDone: Promise<void> = Promise.resolve();
   let idleWaiters: (() => void)[] = [];
 
   function signal(): void {
     const w = wakeUp;
     wakeUp = null;
-    w?.();
+    if (w) w();
+    else signalled = true;
   }
 
   function waitSignal(ms: number): Promise<void> {
+    if (signalled) {
+      signalled = false;
+      return Promise.resolve();
+    }
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         wakeUp = null;
@@ -252,38 +259,39 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
     if (sleeping === value) return;
     await setWakeSleeping(pool, schema, value);
     sleeping = value;
+    events.emit('dispatch:wake-mode', { mode: value ? 'notify' : 'poll' });
   }
 
   async function loop(): Promise<void> {
     let failures = 0;
     while (!stopped) {
       try {
-        let read = 0;
         const room = windowSize - admitted.size;
+        const limit = Math.min(room, 1000);
+        let full = room <= 0;
         if (room > 0) {
-          const rows = await readEventsAfter(pool, schema, cursor, Math.min(room, 1000));
-          read = rows.length;
+          const rows = await readEventsAfter(pool, schema, cursor, limit);
+          full = rows.length === limit;
+          wakeMode.note(Date.now(), rows.length, full);
           await admit(rows);
+        } else {
+          wakeMode.note(Date.now(), 0, true);
         }
         if (gaps.size) await rereadGaps();
         if (Date.now() - lastSweep >= sweepMs) await sweep();
         failures = 0;
-        if (read > 0) {
-          lastActivity = Date.now();
-          if (sleeping !== false) await setSleeping(false);
-          if (read === Math.min(room, 1000)) continue;
-        }
         if (stopped) break;
-        if (admitted.size >= windowSize) {
-          await waitSignal(options.pollMs);
-        } else if (Date.now() - lastActivity < awakeMs || gaps.size > 0) {
-          await waitSignal(awakePollMs);
+        if (wakeMode.decide(Date.now()) === 'poll') {
+          if (sleeping !== false) await setSleeping(false);
+          if (room > 0 && full) continue;
+          // No room: finished events signal once half the window is free.
+          await waitSignal(room <= 0 ? options.pollMs : awakePollMs);
         } else if (sleeping !== true) {
-          // Going to sleep: from now writers NOTIFY; read once more to close the gap.
+          // From now writers NOTIFY; read once more to close the gap.
           await setSleeping(true);
-          events.emit('dispatch:idle');
         } else {
-          await waitSignal(options.pollMs);
+          // Ids skipped by a read belong to transactions that may commit without a NOTIFY.
+          await waitSignal(gaps.size > 0 ? awakePollMs : options.pollMs);
         }
       } catch (err) {
         const error = coerceError(err);
@@ -305,15 +313,6 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
       loopDone = loop();
     },
     wake() {
-      lastActivity = Date.now();
-      if (sleeping) {
-        sleeping = null;
-        void setWakeSleeping(pool, schema, false)
-          .then(() => {
-            if (sleeping === null) sleeping = false;
-          })
-          .catch(() => undefined);
-      }
       signal();
     },
     async stop(graceMs) {
@@ -330,7 +329,7 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
     pump,
     stats() {
       const s = scheduler.size;
-      return { admitted: admitted.size, queued: s.jobs - s.running, running };
+      return { admitted: admitted.size, queued: s.jobs - s.running, running, writersNotify: sleeping };
     },
   };
 }

@@ -17,7 +17,8 @@ export interface NodeEventMap {
   'run:retry': [{ eventId: string; fnId: number; attempt: number; delayMs: number; error: string }];
   'events:completed': [{ ids: string[] }];
   'db:error': [{ where: string; error: Error }];
-  'dispatch:idle': [];
+  /** Writers NOTIFY (events arrive slowly) or the master polls (they arrive fast): wakeMode.ts. */
+  'dispatch:wake-mode': [{ mode: 'notify' | 'poll' }];
 }
 
 export class NodeEvents extends EventEmitter<NodeEventMap> {

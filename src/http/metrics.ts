@@ -12,6 +12,7 @@ export function makeMetrics(
     master: boolean;
     admitted: number;
     queued: number;
+    writers_notify: boolean | null;
     running: number;
     workers: number;
     maxConcurrency: number;
@@ -65,6 +66,9 @@ export function makeMetrics(
     });
   gauge('rppd_is_master', '1 while this node holds the master lease', () => (stats().master ? 1 : 0));
   gauge('rppd_events_in_memory', 'Events the master holds in memory', () => stats().admitted);
+  gauge('rppd_writers_notify', '1 while writers send NOTIFY (events arrive slowly), 0 while the master polls', () =>
+    stats().writers_notify ? 1 : 0,
+  );
   gauge('rppd_runs_queued', 'Runs waiting for their queue or a free worker', () => stats().queued);
   gauge('rppd_runs_running', 'Runs executing on this node', () => stats().running);
   gauge('rppd_workers', 'Runtime workers alive on this node', () => stats().workers);

@@ -20,5 +20,6 @@ export function logNodeEvents(events: NodeEvents, log: Logger): void {
     else log.warn({ ...e }, `run failed (${e.kind}): ${e.error}`);
   });
   events.on('run:retry', (e) => log.info(e, 'run will be retried'));
+  events.on('dispatch:wake-mode', (e) => log.debug(e, 'dispatch wake mode'));
   events.on('db:error', (e) => log.warn({ where: e.where }, `database: ${describeError(e.error)}`));
 }

@@ -1,0 +1,55 @@
+// How a node learns of new events, on a real node: writers NOTIFY while events arrive
+// slowly (rppd_wake.sleeping = true); a burst makes the master poll and writers stop
+// notifying; once the burst is done, writers NOTIFY again. Nothing is lost on the way.
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+import { type Fixture, setupFixture, waitForMaster, waitForRows } from '../support/fixture.ts';
+import type { RppdProcess } from '../support/rppdProcess.ts';
+import { waitFor } from '../support/waitFor.ts';
+
+const sinkCode = `export default async (event, ctx) => {
+  await ctx.db.query('INSERT INTO wake_sink (src_id) VALUES ($1)', [event.new.id]);
+};`;
+
+describe('wake mode', () => {
+  let f: Fixture;
+  let node: RppdProcess;
+  const sleeping = async () => (await f.query<{ sleeping: boolean }>('SELECT sleeping FROM rppd_wake'))[0]!.sleeping;
+
+  before(async () => {
+    f = await setupFixture();
+    await f.db.query(`
+      CREATE TABLE wake_src (id serial PRIMARY KEY);
+      CREATE TABLE wake_sink (id serial PRIMARY KEY, src_id int UNIQUE);
+      CREATE TRIGGER wake_src_event AFTER INSERT ON wake_src FOR EACH ROW EXECUTE PROCEDURE rppd_event();
+    `);
+    await f.db.query(
+      `INSERT INTO rppd_function (code, checksum, schema_table, lang) VALUES ($1, 'na', 'public.wake_src', 'js')`,
+      [sinkCode],
+    );
+    node = await f.startNode({ env: { RPPD_LOG_LEVEL: 'debug' } });
+    await waitForMaster(node);
+  });
+  after(async () => f?.close());
+
+  test('an idle node has writers NOTIFY, and a single event runs', async () => {
+    await waitFor(async () => ((await sleeping()) ? true : undefined), { what: 'rppd_wake.sleeping = true' });
+    await f.db.query('INSERT INTO wake_src DEFAULT VALUES');
+    await waitForRows(f, 'SELECT 1 FROM wake_sink', 1);
+    assert.equal(await sleeping(), true, 'one event does not make the master poll');
+  });
+
+  test('a burst switches writers off NOTIFY, and back on once it is done; every event runs once', async () => {
+    const polling = node.waitForLog((l) => l.msg === 'dispatch wake mode' && l.mode === 'poll', 60_000, 'poll mode');
+    await f.db.query('INSERT INTO wake_src SELECT FROM generate_series(1, 3000)');
+    await polling;
+    await waitForRows(f, 'SELECT 1 FROM wake_sink', 3001, [], 120_000);
+    await waitFor(async () => ((await sleeping()) ? true : undefined), { what: 'rppd_wake.sleeping = true again' });
+    const [counts] = await f.query<{ n: number; distinct: number }>(
+      'SELECT count(*)::int AS n, count(DISTINCT src_id)::int AS distinct FROM wake_sink',
+    );
+    assert.deepEqual(counts, { n: 3001, distinct: 3001 });
+    const [queue] = await f.query<{ n: number }>('SELECT count(*)::int AS n FROM rppd_event_queue');
+    assert.equal(queue!.n, 0);
+  });
+});
