@@ -10,7 +10,14 @@ import type { MasterInfo } from '../db/queries/nodes.ts';
 import type { FunctionRegistry } from '../dispatch/functionRegistry.ts';
 import type { LocalExecutor } from '../dispatch/localExecutor.ts';
 import type { PlannedRun } from '../dispatch/planRuns.ts';
-import type { InFlightRun, RunReply, RunRequest, StatusReply, StatusRequest } from '../rpc/protocol.ts';
+import type {
+  InFlightRun,
+  RunBatchRequest,
+  RunReply,
+  RunRequest,
+  StatusReply,
+  StatusRequest,
+} from '../rpc/protocol.ts';
 import { type NodeRpcHandlers, RpcRefusal } from '../rpc/rpcServer.ts';
 import type { FunctionDef, RunResult } from '../runtimes/runtime.ts';
 import { describeError } from '../util/errors.ts';
@@ -21,6 +28,8 @@ export interface WorkerServiceOptions {
   registry: FunctionRegistry;
   /** Who holds master = true according to the database. */
   currentMaster: () => Promise<MasterInfo | null>;
+  /** A RunBatch call was admitted and its runs started (a debug log line). */
+  onBatch?: (batch: { masterId: number; epoch: string; runs: number }) => void;
 }
 
 export interface WorkerService {
@@ -98,12 +107,12 @@ export function makeWorkerService(o: WorkerServiceOptions): WorkerService {
     };
   }
 
-  async function resolveFunction(request: RunRequest): Promise<FunctionDef> {
+  async function resolveFunction(request: RunRequest, loaded: () => Promise<void>): Promise<FunctionDef> {
     if (request.function_json) {
       const def = JSON.parse(request.function_json) as FunctionDef;
       return { ...def, codeHash: createHash('sha256').update(def.code).digest('hex') };
     }
-    await o.registry.ensureVersion(BigInt(request.functions_version || '0'));
+    await loaded();
     const fn = o.registry.byId(request.fn_id);
     if (!fn || fn.def.codeHash !== request.code_hash) {
       throw new RpcRefusal(grpc.status.NOT_FOUND, `function ${request.fn_id} has other code here: send it`);
@@ -127,30 +136,27 @@ export function makeWorkerService(o: WorkerServiceOptions): WorkerService {
     }
   }
 
-  const handlers: NodeRpcHandlers = {
-    async run(request: RunRequest): Promise<RunReply> {
-      if (stopping) throw new RpcRefusal(grpc.status.UNAVAILABLE, 'this node is stopping');
-      const epoch = await admitEpoch(request.epoch, request.master_id);
-      // No await between this check and the registration: a Status of a newer epoch
-      // either sees this run in flight or made this call stale.
-      refuseStale(epoch);
-      if (stopping) throw new RpcRefusal(grpc.status.UNAVAILABLE, 'this node is stopping');
-      const entry: Entry = {
-        run_id: request.run_id,
-        epoch: epoch.toString(),
-        queue_key: request.queue_key,
-        ordered: request.ordered,
-        event_id: '',
-        fn_id: request.fn_id,
-        startedAt: performance.now(),
-      };
+  /** One run of a batch, registered in flight at once; its reply says how it ended, or that it did not start. */
+  async function runOne(request: RunRequest, epoch: string, loaded: () => Promise<void>): Promise<RunReply> {
+    const entry: Entry = {
+      run_id: request.run_id,
+      epoch,
+      queue_key: request.queue_key,
+      ordered: request.ordered,
+      event_id: '',
+      fn_id: request.fn_id,
+      startedAt: performance.now(),
+    };
+    const reply = { run_id: request.run_id, not_found: false, node_id: o.nodeId() };
+    try {
       const result = await execute(entry, async () => {
         const input = JSON.parse(request.input_json) as PlannedRun['input'];
         entry.event_id = input.eventId;
-        const fn = await resolveFunction(request);
+        const fn = await resolveFunction(request, loaded);
         return { fn, queueKey: request.queue_key, ordered: request.ordered, input };
       });
       return {
+        ...reply,
         ok: result.ok,
         kind: result.kind ?? '',
         error: result.error ?? '',
@@ -158,6 +164,40 @@ export function makeWorkerService(o: WorkerServiceOptions): WorkerService {
         took_ms: result.tookMs,
         node_id: result.nodeId,
       };
+    } catch (err) {
+      const notFound = err instanceof RpcRefusal && err.code === grpc.status.NOT_FOUND;
+      // Whatever failed before the runtime got the run, the run is over here: the master may retry it.
+      const error = notFound ? '' : `node ${o.nodeId()} could not start the run: ${describeError(err)}`;
+      return {
+        ...reply,
+        not_found: notFound,
+        ok: false,
+        kind: notFound ? '' : 'internal',
+        error,
+        output: '',
+        took_ms: 0,
+      };
+    }
+  }
+
+  const handlers: NodeRpcHandlers = {
+    async runBatch(request: RunBatchRequest, send: (reply: RunReply) => void): Promise<void> {
+      if (stopping) throw new RpcRefusal(grpc.status.UNAVAILABLE, 'this node is stopping');
+      const epoch = await admitEpoch(request.epoch, request.master_id);
+      // No await between this check and the registration of every run of the call: a
+      // Status of a newer epoch either sees them in flight or made this call stale.
+      refuseStale(epoch);
+      if (stopping) throw new RpcRefusal(grpc.status.UNAVAILABLE, 'this node is stopping');
+      // One reload for the call, not one per run.
+      let loading: Promise<void> | undefined;
+      const loaded = () => {
+        loading ??= o.registry.ensureVersion(BigInt(request.functions_version || '0'));
+        return loading;
+      };
+      // From here every run ends with a reply of its own; nothing refuses the call any more.
+      const replies = request.runs.map((run) => runOne(run, epoch.toString(), loaded).then(send));
+      o.onBatch?.({ masterId: request.master_id, epoch: epoch.toString(), runs: request.runs.length });
+      await Promise.all(replies);
     },
     async status(request: StatusRequest): Promise<StatusReply> {
       const epoch = await admitEpoch(request.epoch, request.master_id);

@@ -7,15 +7,17 @@
 // asked for its Status with the new epoch. From then on it refuses the old epoch, and
 // the runs it still has of an earlier term are held (HeldRuns): their queues start
 // nothing until the node reports them gone, restarts, or stops heartbeating. A run
-// whose call broke is held the same way, so its retry never overlaps it.
+// whose call broke is held the same way, so its retry never overlaps it. Runs for
+// another node travel in batches, one RunBatch call per node and turn (remoteRuns.ts).
 import { performance } from 'node:perf_hooks';
 import * as grpc from '@grpc/grpc-js';
 import type pg from 'pg';
 import { HeldRuns, heldKeys } from '../cluster/heldRuns.ts';
 import { type ClusterNode, makeNodeDirectory } from '../cluster/nodeDirectory.ts';
+import { makeRemoteRuns } from '../cluster/remoteRuns.ts';
 import type { WorkerService } from '../cluster/workerService.ts';
-import type { RunReply, StatusReply } from '../rpc/protocol.ts';
-import { isConnectionRefused, isRefusal, refusalCode } from '../rpc/rpcClient.ts';
+import type { StatusReply } from '../rpc/protocol.ts';
+import { isConnectionRefused, refusalCode } from '../rpc/rpcClient.ts';
 import type { RpcSecurity } from '../rpc/security.ts';
 import type { RunResult } from '../runtimes/runtime.ts';
 import { delay } from '../util/backoff.ts';
@@ -80,6 +82,16 @@ export function makeClusterExecutor(o: ClusterExecutorOptions): ClusterExecutor 
   let closed = false;
   let gateOpen = false;
   const polling = new Set<number>();
+  const remote = makeRemoteRuns({
+    epoch: o.epoch,
+    masterId: o.selfId,
+    functionsVersion: o.functionsVersion,
+    client: (node) => {
+      // A run sent again with its code after close(): nothing may open a connection any more.
+      if (closed) throw new Error('this master term has ended');
+      return dir.client(node);
+    },
+  });
 
   function fail(nodeId: number, error: string): Result {
     return { ok: false, kind: 'internal', error, output: '', tookMs: 0, nodeId };
@@ -222,9 +234,9 @@ export function makeClusterExecutor(o: ClusterExecutorOptions): ClusterExecutor 
   }
 
   function pick(lang: string): ClusterNode | undefined {
-    // A run sent to another node costs a gRPC round trip and CPU on both ends; it pays only
-    // once this node is busy (bench W2: three nodes spreading every run on one 2-core
-    // machine made 0.71× the events/s of one node).
+    // A run sent to another node costs a gRPC call and CPU on both ends, even in batches; it
+    // pays only once this node is busy (bench W2: three nodes spreading every run on one
+    // 2-core machine made 0.71× the events/s of one node; docs/cluster.md, "Dispatch").
     const self = dir.get(o.selfId);
     if (self && eligible(self, lang) && free(self) * 2 > self.max) return self;
     let best: ClusterNode | undefined;
@@ -241,51 +253,30 @@ export function makeClusterExecutor(o: ClusterExecutorOptions): ClusterExecutor 
   }
 
   async function runRemote(node: ClusterNode, run: PlannedRun, runId: string): Promise<Result> {
-    const request = {
-      epoch: o.epoch,
-      master_id: o.selfId,
-      run_id: runId,
-      fn_id: run.fn.id,
-      code_hash: run.fn.codeHash,
-      functions_version: o.functionsVersion().toString(),
-      queue_key: run.queueKey,
-      ordered: run.ordered,
-      input_json: JSON.stringify(run.input),
-      function_json: '',
-    };
-    // The node enforces the function's timeout; the deadline only ends a call nobody answers.
-    const deadlineMs = run.fn.timeoutMs * 2 + 30_000;
-    const client = dir.client(node);
-    let reply: RunReply;
-    try {
-      try {
-        reply = await client.run(request, deadlineMs);
-      } catch (err) {
-        if (refusalCode(err) !== grpc.status.NOT_FOUND) throw err;
-        reply = await client.run({ ...request, function_json: JSON.stringify(run.fn) }, deadlineMs);
-      }
-    } catch (err) {
-      const where = `node ${node.id} (${node.name} at ${node.host})`;
-      if (refusalCode(err) === grpc.status.FAILED_PRECONDITION) {
-        o.onStale();
-        return fail(node.id, `not started on ${where}: ${describeError(err)}`);
-      }
-      dir.markDown(node);
-      if (isRefusal(err)) return fail(node.id, `not started on ${where}: ${describeError(err)}`);
-      // It may still be running there: its retry waits until the node says it is gone.
-      held.hold(node.id, [
-        { runId, queueKey: run.queueKey, ordered: run.ordered, eventId: run.input.eventId, fnId: run.fn.id },
-      ]);
-      return fail(node.id, `${where} failed during the run: ${describeError(err)}`);
+    const outcome = await remote.run(node, run, runId);
+    if (outcome.kind === 'done') {
+      const reply = outcome.reply;
+      return {
+        ok: reply.ok,
+        kind: reply.ok ? undefined : ((reply.kind || 'internal') as RunResult['kind']),
+        error: reply.error || undefined,
+        output: reply.output,
+        tookMs: reply.took_ms,
+        nodeId: reply.node_id,
+      };
     }
-    return {
-      ok: reply.ok,
-      kind: reply.ok ? undefined : ((reply.kind || 'internal') as RunResult['kind']),
-      error: reply.error || undefined,
-      output: reply.output,
-      tookMs: reply.took_ms,
-      nodeId: reply.node_id,
-    };
+    const where = `node ${node.id} (${node.name} at ${node.host})`;
+    if (outcome.kind === 'refused') {
+      if (refusalCode(outcome.error) === grpc.status.FAILED_PRECONDITION) o.onStale();
+      else dir.markDown(node);
+      return fail(node.id, `not started on ${where}: ${describeError(outcome.error)}`);
+    }
+    dir.markDown(node);
+    // It may still be running there: its retry waits until the node says it is gone.
+    held.hold(node.id, [
+      { runId, queueKey: run.queueKey, ordered: run.ordered, eventId: run.input.eventId, fnId: run.fn.id },
+    ]);
+    return fail(node.id, `${where} failed during the run: ${describeError(outcome.error)}`);
   }
 
   function start(run: PlannedRun): Promise<Result> {

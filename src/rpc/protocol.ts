@@ -4,20 +4,30 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 
-export interface RunRequest {
+export interface RunBatchRequest {
   epoch: string;
   master_id: number;
+  functions_version: string;
+  runs: RunRequest[];
+}
+
+export interface RunRequest {
   run_id: string;
   fn_id: number;
   code_hash: string;
-  functions_version: string;
   queue_key: string;
   ordered: boolean;
   input_json: string;
   function_json: string;
 }
 
+export interface RunBatchReply {
+  results: RunReply[];
+}
+
 export interface RunReply {
+  run_id: string;
+  not_found: boolean;
   ok: boolean;
   kind: string;
   error: string;

@@ -4,8 +4,9 @@
 import * as grpc from '@grpc/grpc-js';
 import {
   REFUSED_PREFIX,
+  type RunBatchReply,
+  type RunBatchRequest,
   type RunReply,
-  type RunRequest,
   rppdNodeClientConstructor,
   SECRET_HEADER,
   type StatusReply,
@@ -15,7 +16,11 @@ import { channelCredentials, type RpcSecurity } from './security.ts';
 
 export interface NodeClient {
   readonly host: string;
-  run(request: RunRequest, deadlineMs: number): Promise<RunReply>;
+  /**
+   * One RunBatch call: `onReplies` gets the replies as they arrive; resolves when the node
+   * ended the call, rejects with the call's error (replies received before it stand).
+   */
+  runBatch(request: RunBatchRequest, deadlineMs: number, onReplies: (replies: RunReply[]) => void): Promise<void>;
   status(request: StatusRequest, deadlineMs: number): Promise<StatusReply>;
   close(): void;
 }
@@ -30,6 +35,12 @@ export const CHANNEL_OPTIONS: grpc.ChannelOptions = {
   'grpc.max_send_message_length': -1,
 };
 
+type ServerStream<Req> = (
+  request: Req,
+  metadata: grpc.Metadata,
+  options: grpc.CallOptions,
+) => grpc.ClientReadableStream<unknown>;
+
 type Unary<Req, Res> = (
   request: Req,
   metadata: grpc.Metadata,
@@ -40,22 +51,47 @@ type Unary<Req, Res> = (
 export function makeNodeClient(host: string, security: RpcSecurity): NodeClient {
   const Client = rppdNodeClientConstructor();
   const client = new Client(host, channelCredentials(security), CHANNEL_OPTIONS) as unknown as grpc.Client &
-    Record<'Run' | 'Status', Unary<unknown, unknown>>;
+    Record<'Status', Unary<unknown, unknown>> &
+    Record<'RunBatch', ServerStream<unknown>>;
 
-  function call<Req, Res>(method: 'Run' | 'Status', request: Req, deadlineMs: number): Promise<Res> {
-    const metadata = new grpc.Metadata();
-    if (security.secret !== undefined) metadata.set(SECRET_HEADER, security.secret);
+  function metadata(): grpc.Metadata {
+    const m = new grpc.Metadata();
+    if (security.secret !== undefined) m.set(SECRET_HEADER, security.secret);
+    return m;
+  }
+
+  function call<Req, Res>(method: 'Status', request: Req, deadlineMs: number): Promise<Res> {
     return new Promise((resolve, reject) => {
-      client[method](request, metadata, { deadline: Date.now() + deadlineMs }, (err, reply) => {
+      client[method](request, metadata(), { deadline: Date.now() + deadlineMs }, (err, reply) => {
         if (err) reject(err);
         else resolve(reply as Res);
       });
     });
   }
 
+  function runBatch(
+    request: RunBatchRequest,
+    deadlineMs: number,
+    onReplies: (replies: RunReply[]) => void,
+  ): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const stream = client.RunBatch(request, metadata(), { deadline: Date.now() + deadlineMs });
+      let failure: unknown;
+      stream.on('data', (message: RunBatchReply) => onReplies(message.results));
+      // A status other than OK comes as 'error' while replies received before it may still
+      // be buffered: settle once they are all delivered ('end'), or the stream is gone.
+      stream.on('error', (err) => {
+        failure ??= err;
+      });
+      const settle = () => (failure === undefined ? resolve() : reject(failure));
+      stream.on('end', settle);
+      stream.on('close', settle);
+    });
+  }
+
   return {
     host,
-    run: (request, deadlineMs) => call<RunRequest, RunReply>('Run', request, deadlineMs),
+    runBatch,
     status: (request, deadlineMs) => call<StatusRequest, StatusReply>('Status', request, deadlineMs),
     close: () => client.close(),
   };

@@ -1,4 +1,13 @@
 // Helpers for cluster tests: several real node processes against one real server.
+import * as grpc from '@grpc/grpc-js';
+import {
+  type RunBatchReply,
+  type RunBatchRequest,
+  type RunReply,
+  rppdNodeClientConstructor,
+  SECRET_HEADER,
+  type StatusReply,
+} from '../../src/rpc/protocol.ts';
 import type { Fixture } from '../support/fixture.ts';
 import type { LogLine, RppdProcess } from '../support/rppdProcess.ts';
 import { waitFor } from '../support/waitFor.ts';
@@ -164,4 +173,68 @@ export async function feedUntil(
     },
     { timeoutMs, intervalMs: 0, what },
   );
+}
+
+/** A RunBatch call made directly, as any peer could make it. */
+export interface RawBatch {
+  /** Replies in the order they arrived, growing while the call runs. */
+  replies: RunReply[];
+  /** Stream messages received. */
+  messages: number;
+  /** Set once the node ended the call: null for OK, else its error. */
+  ended: grpc.ServiceError | null | undefined;
+  done: Promise<grpc.ServiceError | null>;
+}
+
+export function rawRunBatch(
+  host: string,
+  request: Partial<RunBatchRequest>,
+  options: { credentials?: grpc.ChannelCredentials; secret?: string } = {},
+): RawBatch {
+  const Client = rppdNodeClientConstructor();
+  const client = new Client(host, options.credentials ?? grpc.credentials.createInsecure()) as unknown as grpc.Client &
+    Record<'RunBatch', (r: unknown, m: grpc.Metadata, o: grpc.CallOptions) => grpc.ClientReadableStream<RunBatchReply>>;
+  const metadata = new grpc.Metadata();
+  if (options.secret !== undefined) metadata.set(SECRET_HEADER, options.secret);
+  const batch: RawBatch = { replies: [], messages: 0, ended: undefined, done: Promise.resolve(null) };
+  batch.done = new Promise((resolve) => {
+    const stream = client.RunBatch(request, metadata, { deadline: Date.now() + 120_000 });
+    let error: grpc.ServiceError | null = null;
+    stream.on('data', (message: RunBatchReply) => {
+      batch.messages++;
+      batch.replies.push(...message.results);
+    });
+    stream.on('error', (err: grpc.ServiceError) => {
+      error ??= err;
+    });
+    stream.on('close', () => {
+      client.close();
+      batch.ended = error;
+      resolve(error);
+    });
+  });
+  return batch;
+}
+
+/** A Status call made directly, with the master's epoch and id. */
+export function rawStatus(host: string, master: { id: number; epoch: string }): Promise<StatusReply> {
+  const Client = rppdNodeClientConstructor();
+  const client = new Client(host, grpc.credentials.createInsecure()) as unknown as grpc.Client &
+    Record<
+      'Status',
+      (
+        r: unknown,
+        m: grpc.Metadata,
+        o: grpc.CallOptions,
+        cb: (err: grpc.ServiceError | null, reply?: StatusReply) => void,
+      ) => void
+    >;
+  return new Promise((resolve, reject) => {
+    const request = { epoch: master.epoch, master_id: master.id };
+    client.Status(request, new grpc.Metadata(), { deadline: Date.now() + 10_000 }, (err, reply) => {
+      client.close();
+      if (err) reject(err);
+      else resolve(reply!);
+    });
+  });
 }

@@ -7,12 +7,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import * as grpc from '@grpc/grpc-js';
-import { rppdNodeClientConstructor, SECRET_HEADER } from '../../src/rpc/protocol.ts';
+import { type RunRequest, rppdNodeClientConstructor, SECRET_HEADER } from '../../src/rpc/protocol.ts';
 import { type Fixture, setupFixture } from '../support/fixture.ts';
 import { freePort } from '../support/pgServer.ts';
 import { type RppdProcess, spawnRppd } from '../support/rppdProcess.ts';
 import { waitFor } from '../support/waitFor.ts';
-import { feedUntil, startNodes, waitForMasterRow, waitForReady } from './clusterSupport.ts';
+import { feedUntil, rawRunBatch, startNodes, waitForMasterRow, waitForReady } from './clusterSupport.ts';
 
 const SECRET = 'correct horse battery staple';
 
@@ -35,16 +35,16 @@ type Call = (
   callback: (err: grpc.ServiceError | null, reply?: unknown) => void,
 ) => void;
 
-/** One raw call to a node, as any network peer could make it. */
+/** One raw Status call to a node, as any network peer could make it. */
 function rawCall(
   host: string,
   credentials: grpc.ChannelCredentials,
-  method: 'Run' | 'Status',
+  method: 'Status',
   request: Record<string, unknown>,
   secret?: string,
 ): Promise<{ err: grpc.ServiceError | null; reply?: unknown }> {
   const Client = rppdNodeClientConstructor();
-  const client = new Client(host, credentials) as unknown as grpc.Client & Record<'Run' | 'Status', Call>;
+  const client = new Client(host, credentials) as unknown as grpc.Client & Record<'Status', Call>;
   const metadata = new grpc.Metadata();
   if (secret !== undefined) metadata.set(SECRET_HEADER, secret);
   return new Promise((resolve) => {
@@ -107,8 +107,13 @@ describe('cluster security', () => {
       const { err } = await rawCall(host, tlsClient, 'Status', { epoch: '1', master_id: 1 }, secret);
       assert.equal(err?.code, grpc.status.UNAUTHENTICATED, `secret ${secret ?? '(none)'}`);
     }
-    const { err } = await rawCall(host, tlsClient, 'Run', { epoch: '1', master_id: 1, run_id: 'x' }, 'wrong');
-    assert.equal(err?.code, grpc.status.UNAUTHENTICATED);
+    const batch = rawRunBatch(
+      host,
+      { epoch: '1', master_id: 1, runs: [{ run_id: 'x' } as RunRequest] },
+      { credentials: tlsClient, secret: 'wrong' },
+    );
+    assert.equal((await batch.done)?.code, grpc.status.UNAUTHENTICATED);
+    assert.deepEqual(batch.replies, [], 'nothing ran');
     const logged = await procs
       .get('s2')!
       .waitForLog((l) => l.msg === 'refused a node-to-node call: missing or wrong secret');
@@ -122,15 +127,14 @@ describe('cluster security', () => {
     const claim = await rawCall(other.host, tlsClient, 'Status', { epoch: forged, master_id: other.id }, SECRET);
     assert.equal(claim.err?.code, grpc.status.FAILED_PRECONDITION);
     assert.match(claim.err?.details ?? '', /is not master: the database says node/);
-    const stale = await rawCall(
+    const stale = rawRunBatch(
       other.host,
-      tlsClient,
-      'Run',
-      { epoch: '0', master_id: master.id, run_id: 'old', fn_id: 1, input_json: '{}' },
-      SECRET,
+      { epoch: '0', master_id: master.id, runs: [{ run_id: 'old', fn_id: 1, input_json: '{}' } as RunRequest] },
+      { credentials: tlsClient, secret: SECRET },
     );
-    assert.equal(stale.err?.code, grpc.status.FAILED_PRECONDITION);
-    assert.match(stale.err?.details ?? '', /stale/);
+    const refused = await stale.done;
+    assert.equal(refused?.code, grpc.status.FAILED_PRECONDITION);
+    assert.match(refused?.details ?? '', /stale/);
     const now = await waitForMasterRow(f);
     assert.deepEqual(now, master, 'mastership did not move');
     // The node still takes work from the real master.
