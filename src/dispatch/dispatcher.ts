@@ -4,7 +4,13 @@
 // from an empty memory and re-reads everything still in rppd_event_queue.
 import type pg from 'pg';
 import type { EventRow } from '../db/queries/events.ts';
-import { readEventIdsUpTo, readEventsAfter, readEventsByIds, setWakeSleeping } from '../db/queries/events.ts';
+import {
+  countNotifyWaiters,
+  readEventIdsUpTo,
+  readEventsAfter,
+  readEventsByIds,
+  setWakeSleeping,
+} from '../db/queries/events.ts';
 import type { NodeEvents } from '../events/nodeEvents.ts';
 import type { RunResult } from '../runtimes/runtime.ts';
 import { backoffMs, delay } from '../util/backoff.ts';
@@ -281,6 +287,7 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
         if (Date.now() - lastSweep >= sweepMs) await sweep();
         failures = 0;
         if (stopped) break;
+        if (wakeMode.wantsSample(Date.now())) wakeMode.noteWaiters(Date.now(), await countNotifyWaiters(pool));
         if (wakeMode.decide(Date.now()) === 'poll') {
           if (sleeping !== false) await setSleeping(false);
           if (room > 0 && full) continue;

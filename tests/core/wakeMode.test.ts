@@ -3,6 +3,7 @@
 // notifying; once the burst is done, writers NOTIFY again. Nothing is lost on the way.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
+import pg from 'pg';
 import { type Fixture, setupFixture, waitForMaster, waitForRows } from '../support/fixture.ts';
 import type { RppdProcess } from '../support/rppdProcess.ts';
 import { waitFor } from '../support/waitFor.ts';
@@ -51,5 +52,38 @@ describe('wake mode', () => {
     assert.deepEqual(counts, { n: 3001, distinct: 3001 });
     const [queue] = await f.query<{ n: number }>('SELECT count(*)::int AS n FROM rppd_event_queue');
     assert.equal(queue!.n, 0);
+  });
+
+  test('writers that queue for the NOTIFY lock make the master poll; nothing is lost', async () => {
+    await waitFor(async () => ((await sleeping()) ? true : undefined), { what: 'rppd_wake.sleeping = true' });
+    const before = (await f.query<{ n: number }>('SELECT count(*)::int AS n FROM wake_sink'))[0]!.n;
+    const polling = node.waitForLog((l) => l.msg === 'dispatch wake mode' && l.mode === 'poll', 120_000, 'poll mode');
+    // Eight writers, one row per transaction, as fast as they can: each commit NOTIFYs while
+    // the master is in notify mode, so they queue for PostgreSQL's NOTIFY lock.
+    let writing = true;
+    let written = 0;
+    const writers = Array.from({ length: 8 }, async () => {
+      const c = new pg.Client({ connectionString: f.url });
+      await c.connect();
+      try {
+        while (writing) {
+          await c.query('INSERT INTO wake_src DEFAULT VALUES');
+          written++;
+        }
+      } finally {
+        await c.end();
+      }
+    });
+    try {
+      await polling;
+    } finally {
+      writing = false;
+      await Promise.all(writers);
+    }
+    await waitForRows(f, 'SELECT 1 FROM wake_sink', before + written, [], 120_000);
+    const [counts] = await f.query<{ n: number; distinct: number }>(
+      'SELECT count(*)::int AS n, count(DISTINCT src_id)::int AS distinct FROM wake_sink',
+    );
+    assert.deepEqual(counts, { n: before + written, distinct: before + written });
   });
 });

@@ -114,6 +114,19 @@ export async function countEvents(db: pg.ClientBase | pg.Pool, schema: string): 
   return Number(rows[0]?.n ?? 0);
 }
 
+/**
+ * Writers waiting for the lock PostgreSQL takes to serialise notifying commits (async.c:
+ * LockSharedObject(DatabaseRelationId, InvalidOid, 0, AccessExclusiveLock), held through commit).
+ */
+export async function countNotifyWaiters(db: pg.ClientBase | pg.Pool): Promise<number> {
+  const { rows } = await db.query<{ n: number }>(
+    `SELECT count(*)::int AS n FROM pg_catalog.pg_locks
+      WHERE locktype = 'object' AND database = 0 AND classid = 'pg_catalog.pg_database'::regclass
+        AND objid = 0 AND NOT granted`,
+  );
+  return rows[0]?.n ?? 0;
+}
+
 export async function setWakeSleeping(db: pg.ClientBase | pg.Pool, schema: string, sleeping: boolean): Promise<void> {
   await db.query(`UPDATE ${rppdTable(schema, 'rppd_wake')} SET sleeping = $1 WHERE sleeping IS DISTINCT FROM $1`, [
     sleeping,
