@@ -1,5 +1,6 @@
 // The composition root: wires settings, database, cluster, dispatch and runtimes
 // into one running node. Nothing else reaches across folders.
+import { makeHostCpuIdle } from './cluster/hostCpu.ts';
 import { makeLeaseKeeper } from './cluster/leaseKeeper.ts';
 import { registerAgain, registerSelf } from './cluster/registration.ts';
 import { makeWorkerService, type WorkerService } from './cluster/workerService.ts';
@@ -138,6 +139,7 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
       onReady: (info) => log.info({ epoch, ...info }, 'master: dispatching'),
       staleMs: Math.min(settings.leaseMs, 3 * settings.heartbeatMs),
       refreshMs: settings.heartbeatMs,
+      spreadCpuIdle: settings.spreadCpuIdle / 100,
       onError: (where, error) => events.emit('db:error', { where, error }),
     });
     d = makeDispatcher({
@@ -168,6 +170,7 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
     }
   }
 
+  const hostCpuIdle = makeHostCpuIdle();
   const lease = makeLeaseKeeper({
     pool,
     schema,
@@ -189,6 +192,7 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
         langs,
         incarnation: runs.incarnation,
         epoch: lease.epoch(),
+        cpu_idle: hostCpuIdle(),
         ...(c ? { dispatched: c.nodes, held: c.held } : {}),
       };
     },

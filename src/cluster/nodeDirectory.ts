@@ -30,6 +30,8 @@ export interface ClusterNode {
   stopping: boolean;
   /** Runs this master has on the node now. */
   dispatched: number;
+  /** Idle share of the node's host CPU over its last heartbeat interval; null when not published. */
+  cpuIdle: number | null;
 }
 
 export interface NodeDirectoryOptions {
@@ -52,6 +54,10 @@ export interface NodeDirectory {
 }
 
 const PENDING = 'pending';
+
+function asShare(value: unknown): number | null {
+  return typeof value === 'number' && value >= 0 && value <= 1 ? value : null;
+}
 
 function asLangs(value: unknown): Lang[] | null {
   return Array.isArray(value) ? (value.filter((v) => typeof v === 'string') as Lang[]) : null;
@@ -82,6 +88,7 @@ export function makeNodeDirectory(o: NodeDirectoryOptions): NodeDirectory {
         syncedIncarnation: null,
         stopping: false,
         dispatched: 0,
+        cpuIdle: asShare(row.stats?.cpu_idle),
       };
       nodes.set(row.id, node);
       return;
@@ -112,6 +119,7 @@ export function makeNodeDirectory(o: NodeDirectoryOptions): NodeDirectory {
     node.heartbeat = row.heartbeat;
     node.incarnation = incarnation;
     node.langs = asLangs(row.stats?.langs);
+    node.cpuIdle = asShare(row.stats?.cpu_idle);
   }
 
   return {

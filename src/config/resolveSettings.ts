@@ -264,6 +264,7 @@ export function resolveSettings(argv: readonly string[], env: NodeJS.ProcessEnv,
     http: http.value,
     shutdownGraceMs: get(DEFS.shutdown_grace_ms).value!,
     maxAttempts: get(DEFS.max_attempts).value!,
+    spreadCpuIdle: get(DEFS.spread_cpu_idle).value!,
     sources: ordered(resolver.sources),
   };
   return deepFreeze(dropUndefined(settings));

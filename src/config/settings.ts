@@ -42,6 +42,8 @@ export interface Settings {
   readonly http?: { readonly host: string; readonly port: number };
   readonly shutdownGraceMs: number;
   readonly maxAttempts: number;
+  /** Percent of idle host CPU a node needs to be given runs the master could keep (0: no check). */
+  readonly spreadCpuIdle: number;
   /**
    * Where each setting came from, keyed by the name users write in a config file (`lease_ms`, `url`, …), plus
    * `user` and `password` for the URL's credentials when it has them.
@@ -330,6 +332,13 @@ export const DEFS = {
     defaultText: '10000',
     doc: 'how long running functions get to finish on shutdown',
   }),
+  spread_cpu_idle: def<number>({
+    key: 'spread_cpu_idle',
+    parse: integer(0, 100),
+    default: () => 20,
+    defaultText: '20',
+    doc: "the master's runs beyond half its slots go to a node only while its host's CPU is more than this % idle (0: always)",
+  }),
   max_attempts: def<number>({
     key: 'max_attempts',
     parse: integer(1, 1000),
@@ -384,6 +393,7 @@ export function describeSettings(settings: Settings | DbSettings): string[] {
     http: s.http ? `${s.http.host}:${s.http.port}` : undefined,
     shutdown_grace_ms: s.shutdownGraceMs,
     max_attempts: s.maxAttempts,
+    spread_cpu_idle: s.spreadCpuIdle,
   };
   const lines: string[] = [];
   for (const [key, source] of Object.entries(settings.sources)) {

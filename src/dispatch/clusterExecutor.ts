@@ -1,6 +1,7 @@
 // The master's executor in a cluster: a run stays on this node while at least half of its
 // slots are free; otherwise it goes to the node with the most free slots (max_db_connections
-// minus runs in flight; this node on ties), by gRPC or directly when that is this node.
+// minus runs in flight; this node on ties) among this node and those whose host has CPU to
+// spare (spread_cpu_idle), by gRPC or directly when that is this node.
 // One instance per master term (epoch).
 //
 // Ordering across a takeover (docs/cluster.md): before the first run, every node is
@@ -45,6 +46,8 @@ export interface ClusterExecutorOptions {
   /** A node without a fresh heartbeat for this long is dead to dispatch. */
   staleMs: number;
   refreshMs: number;
+  /** Idle share of its host's CPU a node needs to be given runs this node could keep (0: no check). */
+  spreadCpuIdle: number;
   onError: (where: string, error: Error) => void;
 }
 
@@ -233,16 +236,26 @@ export function makeClusterExecutor(o: ClusterExecutorOptions): ClusterExecutor 
     return node.max - node.dispatched - held.countOn(node.id);
   }
 
+  /**
+   * Another node gets runs this node could keep only while its host has CPU to spare: nodes that
+   * share this node's host (or one just as busy) would only add the cost of the call (bench W2:
+   * three nodes on one 2-core machine, 0.78× of one node with every run past half spread).
+   */
+  function spareCpu(node: ClusterNode): boolean {
+    return node.id === o.selfId || o.spreadCpuIdle === 0 || node.cpuIdle === null || node.cpuIdle > o.spreadCpuIdle;
+  }
+
   function pick(lang: string): ClusterNode | undefined {
     // A run sent to another node costs a gRPC call and CPU on both ends, even in batches; it
-    // pays only once this node is busy (bench W2: three nodes spreading every run on one
-    // 2-core machine made 0.71× the events/s of one node; docs/cluster.md, "Dispatch").
+    // pays only once this node is busy, and only on a host with CPU to spare (docs/cluster.md, "Dispatch").
     const self = dir.get(o.selfId);
-    if (self && eligible(self, lang) && free(self) * 2 > self.max) return self;
+    const selfRuns = self !== undefined && eligible(self, lang);
+    if (selfRuns && free(self) * 2 > self.max) return self;
     let best: ClusterNode | undefined;
     let bestFree = Number.NEGATIVE_INFINITY;
     for (const node of dir.all()) {
-      if (!eligible(node, lang)) continue;
+      // A language this node cannot run goes wherever it can.
+      if (!eligible(node, lang) || (selfRuns && !spareCpu(node))) continue;
       const f = free(node);
       if (f > bestFree || (f === bestFree && node.id === o.selfId)) {
         best = node;
@@ -297,7 +310,7 @@ export function makeClusterExecutor(o: ClusterExecutorOptions): ClusterExecutor 
     freeSlots() {
       if (!gateOpen || retired || !o.leaseValid()) return 0;
       let n = 0;
-      for (const node of dir.all()) if (eligible(node)) n += Math.max(0, free(node));
+      for (const node of dir.all()) if (eligible(node) && spareCpu(node)) n += Math.max(0, free(node));
       return n;
     },
     async execute(run) {

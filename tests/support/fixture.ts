@@ -40,6 +40,9 @@ export async function setupFixture(options: { schema?: string; install?: boolean
       const name = o.name ?? `node${++n}`;
       const node = spawnRppd(['start', schema, server.url, `127.0.0.1:${port}`, `--name=${name}`, ...(o.args ?? [])], {
         RPPD_PYTHON: PYTHON,
+        // Tests place runs by free slots alone; the CPU check (spread_cpu_idle) has its own test,
+        // and a busy CI host would otherwise keep every run on the master.
+        RPPD_SPREAD_CPU_IDLE: '0',
         RPPD_CACHE_DIR: `/tmp/rppd-test-cache-${process.pid}`,
         ...o.env,
       });
