@@ -1,6 +1,6 @@
 // The composition root: wires settings, database, cluster, dispatch and runtimes
 // into one running node. Nothing else reaches across folders.
-import { makeHostCpuIdle } from './cluster/hostCpu.ts';
+import { machineId, makeHostCpuIdle } from './cluster/hostCpu.ts';
 import { makeLeaseKeeper } from './cluster/leaseKeeper.ts';
 import { registerAgain, registerSelf } from './cluster/registration.ts';
 import { makeWorkerService, type WorkerService } from './cluster/workerService.ts';
@@ -140,6 +140,7 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
       staleMs: Math.min(settings.leaseMs, 3 * settings.heartbeatMs),
       refreshMs: settings.heartbeatMs,
       spreadCpuIdle: settings.spreadCpuIdle / 100,
+      machine,
       onError: (where, error) => events.emit('db:error', { where, error }),
     });
     d = makeDispatcher({
@@ -171,6 +172,7 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
   }
 
   const hostCpuIdle = makeHostCpuIdle();
+  const machine = machineId();
   const lease = makeLeaseKeeper({
     pool,
     schema,
@@ -193,6 +195,7 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
         incarnation: runs.incarnation,
         epoch: lease.epoch(),
         cpu_idle: hostCpuIdle(),
+        machine,
         ...(c ? { dispatched: c.nodes, held: c.held } : {}),
       };
     },

@@ -2,7 +2,9 @@
 // /proc/stat on Linux). A node publishes it with its heartbeat; the master spreads runs only to
 // nodes whose host has CPU to spare (clusterExecutor.ts). In a container this is the host's CPU,
 // not the container's quota.
-import { cpus } from 'node:os';
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { cpus, hostname } from 'node:os';
 
 function read(): { idle: number; total: number } {
   let idle = 0;
@@ -24,4 +26,21 @@ export function makeHostCpuIdle(): () => number | null {
     last = now;
     return total > 0 ? Math.round((idle / total) * 100) / 100 : null;
   };
+}
+
+/**
+ * Which machine this process runs on, so the master can judge nodes on its own machine by its own
+ * live reading instead of their last heartbeat: a hash of /etc/machine-id, else of the host name.
+ */
+export function machineId(): string {
+  let id: string;
+  try {
+    id = readFileSync('/etc/machine-id', 'utf8').trim();
+  } catch {
+    id = '';
+  }
+  return createHash('sha256')
+    .update(id || `host:${hostname()}`)
+    .digest('hex')
+    .slice(0, 16);
 }

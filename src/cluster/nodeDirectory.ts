@@ -32,6 +32,8 @@ export interface ClusterNode {
   dispatched: number;
   /** Idle share of the node's host CPU over its last heartbeat interval; null when not published. */
   cpuIdle: number | null;
+  /** The node's machine (hostCpu.ts machineId); null when not published. */
+  machine: string | null;
 }
 
 export interface NodeDirectoryOptions {
@@ -89,6 +91,7 @@ export function makeNodeDirectory(o: NodeDirectoryOptions): NodeDirectory {
         stopping: false,
         dispatched: 0,
         cpuIdle: asShare(row.stats?.cpu_idle),
+        machine: typeof row.stats?.machine === 'string' ? row.stats.machine : null,
       };
       nodes.set(row.id, node);
       return;
@@ -120,6 +123,7 @@ export function makeNodeDirectory(o: NodeDirectoryOptions): NodeDirectory {
     node.incarnation = incarnation;
     node.langs = asLangs(row.stats?.langs);
     node.cpuIdle = asShare(row.stats?.cpu_idle);
+    node.machine = typeof row.stats?.machine === 'string' ? row.stats.machine : null;
   }
 
   return {

@@ -14,6 +14,7 @@ import { performance } from 'node:perf_hooks';
 import * as grpc from '@grpc/grpc-js';
 import type pg from 'pg';
 import { HeldRuns, heldKeys } from '../cluster/heldRuns.ts';
+import { makeHostCpuIdle } from '../cluster/hostCpu.ts';
 import { type ClusterNode, makeNodeDirectory } from '../cluster/nodeDirectory.ts';
 import { makeRemoteRuns } from '../cluster/remoteRuns.ts';
 import type { WorkerService } from '../cluster/workerService.ts';
@@ -48,6 +49,8 @@ export interface ClusterExecutorOptions {
   refreshMs: number;
   /** Idle share of its host's CPU a node needs to be given runs this node could keep (0: no check). */
   spreadCpuIdle: number;
+  /** This node's machine: nodes on it are judged by this node's own CPU reading, taken every 200 ms. */
+  machine: string;
   onError: (where: string, error: Error) => void;
 }
 
@@ -205,8 +208,11 @@ export function makeClusterExecutor(o: ClusterExecutorOptions): ClusterExecutor 
 
   let lastRefresh = performance.now();
   let wasValid = true;
+  const sampleCpu = makeHostCpuIdle();
+  let localIdle: number | null = null;
   const timer = setInterval(() => {
     if (closed) return;
+    localIdle = sampleCpu() ?? localIdle;
     // Capacity appears without a run finishing: the lease is trusted again, a node's slots grew.
     const valid = o.leaseValid();
     if (valid && !wasValid) o.onCapacity();
@@ -242,7 +248,9 @@ export function makeClusterExecutor(o: ClusterExecutorOptions): ClusterExecutor 
    * three nodes on one 2-core machine, 0.78× of one node with every run past half spread).
    */
   function spareCpu(node: ClusterNode): boolean {
-    return node.id === o.selfId || o.spreadCpuIdle === 0 || node.cpuIdle === null || node.cpuIdle > o.spreadCpuIdle;
+    if (node.id === o.selfId || o.spreadCpuIdle === 0) return true;
+    const idle = node.machine === o.machine ? localIdle : node.cpuIdle;
+    return idle === null || idle > o.spreadCpuIdle;
   }
 
   function pick(lang: string): ClusterNode | undefined {
