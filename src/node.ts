@@ -100,6 +100,14 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
     unavailable,
   });
 
+  // The first events should not wait for compiling, loading or primary-key lookups.
+  const prepareFunctions = (): void => {
+    const all = registry.all();
+    executor.prepare(all.map((f) => f.def));
+    registry.pkColumns(new Set(all.map((f) => f.def.schemaTable))).catch(() => undefined);
+  };
+  prepareFunctions();
+
   const runs = makeWorkerService({
     nodeId: () => self.id,
     executor,
@@ -224,6 +232,7 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
     try {
       if (table === 'rppd_function') {
         const n = await registry.reload();
+        prepareFunctions();
         events.emit('config:reloaded', { table, functions: n });
       } else if (table === 'rppd_config') {
         const rows = await loadNodes(pool, schema, settings.leaseMs);

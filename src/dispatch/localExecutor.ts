@@ -1,11 +1,13 @@
 // Runs planned runs on this node's runtimes, at most `maxConcurrency` at once
 // (rppd_config.max_db_connections: each run holds one worker with one connection).
-import type { Lang, RunResult, Runtime } from '../runtimes/runtime.ts';
+import type { FunctionDef, Lang, RunResult, Runtime } from '../runtimes/runtime.ts';
 import type { RunExecutor } from './dispatcher.ts';
 import type { PlannedRun } from './planRuns.ts';
 
 export interface LocalExecutor extends RunExecutor {
   setMaxConcurrency(n: number): void;
+  /** Compile and load functions before their first runs (no set-up on the first events' path). */
+  prepare(fns: readonly FunctionDef[]): void;
   stats(): { running: number; max: number; workers: number };
 }
 
@@ -28,6 +30,9 @@ export function makeLocalExecutor(options: LocalExecutorOptions): LocalExecutor 
     setMaxConcurrency(n) {
       max = n;
       for (const rt of options.runtimes) rt.setMaxWorkers(n);
+    },
+    prepare(fns) {
+      for (const fn of fns) byLang.get(fn.lang)?.prepare?.(fn);
     },
     stats() {
       const workers = options.runtimes.reduce((sum, rt) => sum + rt.stats().workers, 0);

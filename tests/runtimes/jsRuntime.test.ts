@@ -514,6 +514,30 @@ export default async (event: { new: Row | null }, ctx: Ctx): Promise<void> => {
     assert.equal((await own.run(hang, event())).kind, 'internal');
   });
 
+  test('started ahead of time, threads connect their run slots and load prepared functions before any run', async () => {
+    const url = await server.createDatabase('prepared');
+    const marker = join(mkdtempSync(join(tmpdir(), 'rppd-preload-')), 'loaded');
+    const own = runtime({ dbUrl: url, maxWorkers: 4, maxThreads: 2, prewarm: true });
+    const connections = () =>
+      scalar(
+        `select count(*)::int from pg_stat_activity where datname = 'prepared' and application_name = 'rppd-js-function'`,
+      );
+    await waitFor('4 slot connections', async () => (await connections()) === 4);
+    const loaded = fn(
+      `import { writeFileSync } from 'node:fs';
+       writeFileSync(${JSON.stringify(marker)}, 'top level ran');
+       export default async (e, ctx) => (await ctx.db.query('select 1 as one')).rows[0].one;`,
+    );
+    own.prepare!(loaded);
+    await waitFor('the module loaded without a run', () => existsSync(marker));
+    const results = await Promise.all([1, 2, 3, 4].map(() => own.run(loaded, event())));
+    assert.deepEqual(
+      results.map((r) => r.ok),
+      [true, true, true, true],
+    );
+    assert.equal(await connections(), 4, 'the runs used the connections opened at start');
+  });
+
   test('workers start whether the parent runs under node --import tsx or tsx register()', async () => {
     const script = (prelude: string) => `${prelude}
 const { makeJsRuntime } = await import(${JSON.stringify(new URL('../../src/runtimes/js/jsRuntime.ts', import.meta.url).href)});

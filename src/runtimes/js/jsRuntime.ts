@@ -75,9 +75,12 @@ export function makeJsRuntime(options: JsRuntimeOptions): JsRuntime {
       options.dbUrl,
       options.outputLimitBytes,
       options.memoryLimitMb,
+      // Its share of the run slots gets connections before the first run needs one.
+      Math.ceil(maxWorkers / threadCap()),
       forget,
     );
     await handle.ready;
+    for (const [fnId, { path }] of compiled) handle.preload(fnId, path);
     if (closed) {
       await handle.shutdown();
       throw new Error('the JS runtime is closed');
@@ -253,6 +256,15 @@ export function makeJsRuntime(options: JsRuntimeOptions): JsRuntime {
   return {
     langs: ['js', 'ts'] as const satisfies readonly Lang[],
     run,
+    prepare(fn) {
+      if (closed) return;
+      modulePath(fn).then(
+        (path) => {
+          for (const handle of handles) handle.preload(fn.id, path);
+        },
+        () => undefined, // the run reports it
+      );
+    },
     setMaxWorkers(n: number): void {
       maxWorkers = Math.max(1, Math.floor(n));
       // Surplus idle threads go now; busy ones take no new runs and go when their runs end (release).

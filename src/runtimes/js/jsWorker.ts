@@ -18,6 +18,8 @@ export interface WorkerConfig {
   dbUrl: string;
   /** Int32 words, see CONTROL_*. */
   control: SharedArrayBuffer;
+  /** Database connections to open at start, for the thread's first runs (no connect on their path). */
+  preconnect: number;
 }
 
 export interface RunMessage {
@@ -34,7 +36,11 @@ export interface RunMessage {
 }
 
 /** Runs started in one turn of the parent's event loop travel in one message. */
-export type ToWorker = { type: 'runs'; runs: RunMessage[] } | { type: 'close' };
+export type ToWorker =
+  | { type: 'runs'; runs: RunMessage[] }
+  /** Import a compiled function ahead of its first run; a failure shows at that run. */
+  | { type: 'preload'; fnId: number; path: string }
+  | { type: 'close' };
 
 export interface ResultMessage {
   type: 'result';
@@ -202,7 +208,13 @@ function serve(port: MessagePort, config: WorkerConfig): void {
     current?.end().catch(() => undefined);
   }
 
-  async function connect(slot: Slot): Promise<pg.Client> {
+  // Connections opened at start, taken by the first slots that need one; a slot that needs one
+  // while they are still connecting waits for one rather than opening another.
+  const spare: pg.Client[] = [];
+  let preconnecting = 0;
+  const spareWaiters: ((client: pg.Client | undefined) => void)[] = [];
+
+  async function open(): Promise<pg.Client> {
     const { default: pgModule } = await import('pg');
     const fresh = new pgModule.Client({
       connectionString: config.dbUrl,
@@ -210,20 +222,57 @@ function serve(port: MessagePort, config: WorkerConfig): void {
       connectionTimeoutMillis: 10_000,
       keepAlive: true,
     });
-    // A server restart makes an idle client emit 'error'; without a listener that would crash
-    // the worker. Forget the client so the next query reconnects.
-    fresh.on('error', () => {
-      if (slot.client === fresh) dropClient(slot);
-    });
-    fresh.on('end', () => {
-      if (slot.client === fresh) slot.client = undefined;
-    });
     try {
       await fresh.connect();
     } catch (err) {
       fresh.end().catch(() => undefined);
       throw err;
     }
+    return fresh;
+  }
+
+  function preconnect(n: number): void {
+    for (let i = 0; i < n; i++) {
+      preconnecting++;
+      open().then(
+        (client) => {
+          preconnecting--;
+          const waiter = spareWaiters.shift();
+          if (waiter) return waiter(client);
+          // A server restart makes an idle client emit 'error'; without a listener that would crash the worker.
+          const forget = () => {
+            const at = spare.indexOf(client);
+            if (at >= 0) spare.splice(at, 1);
+          };
+          client.on('error', forget);
+          client.on('end', forget);
+          spare.push(client);
+        },
+        () => {
+          // The database is not there yet: slots connect when they need to.
+          preconnecting--;
+          spareWaiters.shift()?.(undefined);
+        },
+      );
+    }
+  }
+
+  async function takeSpare(): Promise<pg.Client | undefined> {
+    const ready = spare.pop();
+    if (ready || preconnecting <= spareWaiters.length) return ready;
+    return new Promise((resolve) => spareWaiters.push(resolve));
+  }
+
+  async function connect(slot: Slot): Promise<pg.Client> {
+    const fresh = (await takeSpare()) ?? (await open());
+    fresh.removeAllListeners('error').removeAllListeners('end');
+    // Forget a client that failed or ended, so that the next query reconnects.
+    fresh.on('error', () => {
+      if (slot.client === fresh) dropClient(slot);
+    });
+    fresh.on('end', () => {
+      if (slot.client === fresh) slot.client = undefined;
+    });
     slot.client = fresh;
     return fresh;
   }
@@ -339,13 +388,14 @@ function serve(port: MessagePort, config: WorkerConfig): void {
   }
 
   async function close(): Promise<void> {
-    await Promise.all(
-      slots.map((slot) => {
+    await Promise.all([
+      ...slots.map((slot) => {
         const current = slot?.client;
         if (slot) slot.client = undefined;
         return current?.end().catch(() => undefined);
       }),
-    );
+      ...spare.splice(0).map((client) => client.end().catch(() => undefined)),
+    ]);
     exit(0);
   }
 
@@ -387,8 +437,13 @@ function serve(port: MessagePort, config: WorkerConfig): void {
       void close();
       return;
     }
+    if (message.type === 'preload') {
+      loadModule(message.fnId, message.path).catch(() => undefined);
+      return;
+    }
     for (const m of message.runs) start(m);
   });
+  preconnect(config.preconnect);
   port.postMessage({ type: 'ready' } satisfies FromWorker);
 }
 

@@ -80,12 +80,13 @@ export class WorkerHandle {
     dbUrl: string,
     private readonly outputLimitBytes: number,
     private readonly memoryLimitMb: number,
+    preconnect: number,
     /** Called once when the thread is gone; with a reason when it died with no run to blame. */
     private readonly onLost: (handle: WorkerHandle, crash?: string) => void,
   ) {
     const control = new SharedArrayBuffer(CONTROL_WORDS * 4);
     this.control = new Int32Array(control);
-    const workerData: WorkerConfig = { rppdJsWorker: true, dbUrl, control };
+    const workerData: WorkerConfig = { rppdJsWorker: true, dbUrl, control, preconnect };
     this.thread = new Worker(entryPath, {
       workerData,
       // The bundled entry is plain JavaScript: the parent's loader flags (tsx) are not needed.
@@ -138,6 +139,11 @@ export class WorkerHandle {
   /** Runs in progress in this thread. */
   get busy(): number {
     return this.runs.size;
+  }
+
+  /** Import a compiled function now, ahead of its first run here. */
+  preload(fnId: number, path: string): void {
+    if (this.alive && this.started) this.thread.postMessage({ type: 'preload', fnId, path } satisfies ToWorker);
   }
 
   execute(message: Omit<RunMessage, 'slot' | 'output'>, timeoutMs: number): Promise<Finished> {
