@@ -2,7 +2,7 @@
 // started, `rows` single-row autocommit INSERTs from pgbench, then wait for every sink row.
 // The rate is rows / (last sink row − first insert), both on the database clock.
 import type { BenchContext } from '../context.ts';
-import { checkSink, orderViolations, waitForSink } from '../db.ts';
+import { checkSink, orderViolations, sql, waitForSink } from '../db.ts';
 import { postgresPids, sampleTrees, sleep } from '../measure.ts';
 import { pgbench } from '../pgbench.ts';
 import type { BenchSystem, InstallOptions, RunningSystem } from '../systems/system.ts';
@@ -53,6 +53,8 @@ export async function throughputRun(
     await pgbench(ctx.pg.binDir, url, { clients: 1, transactions: warm });
     if (!(await waitForSink(url, warm, { timeoutMs: 60_000 })))
       throw new Error(`${system.name}: warm-up rows not handled`);
+    // Dirty buffers of earlier workloads (W1 writes a lot) are flushed now, not during the measured run.
+    await sql(url, 'CHECKPOINT');
     await sleep(1000);
     const meter = ctx.meter();
     const sampler = sampleTrees({

@@ -3,7 +3,7 @@
 // A NOTIFY costs the writer a database-wide lock held through its commit (PostgreSQL
 // serialises notifying commits). While writers rarely commit at the same moment that
 // costs nothing and every event is read the moment it commits; once they queue for the
-// lock it caps them (bench W1: 8 clients at 0.44 of their rate) — and it hides their
+// lock it caps them (bench W1, node asleep: 8 clients at 0.35 of no trigger) — and it hides their
 // demand, because the capped rate is all the master sees. So in notify mode the master
 // samples the writers waiting for that lock (pg_locks), and polls every few ms instead
 // once they wait, or once events arrive fast anyway, or pile up. It goes back to NOTIFY
