@@ -44,6 +44,8 @@ describe('HTTP API', () => {
       { what: 'run counters' },
     );
     assert.match(text, /rppd_is_master 1/);
+    // One event at a time: writers NOTIFY (wakeMode.ts).
+    assert.match(text, /rppd_writers_notify 1/);
   });
 
   test('unknown routes and methods use the one error shape', async () => {
