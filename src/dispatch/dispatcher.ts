@@ -11,6 +11,7 @@ import {
   readEventsByIds,
   setWakeSleeping,
 } from '../db/queries/events.ts';
+import { SqlState } from '../db/sqlState.ts';
 import type { NodeEvents } from '../events/nodeEvents.ts';
 import type { RunResult } from '../runtimes/runtime.ts';
 import { backoffMs, delay } from '../util/backoff.ts';
@@ -268,6 +269,20 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
     events.emit('dispatch:wake-mode', { mode: value ? 'notify' : 'poll' });
   }
 
+  // A database that hides pg_locks from this role leaves the rate and the backlog to decide.
+  let waitersUnreadable = false;
+  async function sampleNotifyWaiters(): Promise<void> {
+    if (waitersUnreadable) return;
+    try {
+      wakeMode.noteWaiters(Date.now(), await countNotifyWaiters(pool));
+    } catch (err) {
+      // Any other error (a restart) skips one sample; the next read reports it if it lasts.
+      if ((err as { code?: unknown }).code !== SqlState.insufficientPrivilege) return;
+      waitersUnreadable = true;
+      events.emit('db:error', { where: 'reading pg_locks for the wake mode (now off)', error: coerceError(err) });
+    }
+  }
+
   async function loop(): Promise<void> {
     let failures = 0;
     while (!stopped) {
@@ -287,7 +302,7 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
         if (Date.now() - lastSweep >= sweepMs) await sweep();
         failures = 0;
         if (stopped) break;
-        if (wakeMode.wantsSample(Date.now())) wakeMode.noteWaiters(Date.now(), await countNotifyWaiters(pool));
+        if (wakeMode.wantsSample(Date.now())) await sampleNotifyWaiters();
         if (wakeMode.decide(Date.now()) === 'poll') {
           if (sleeping !== false) await setSleeping(false);
           if (room > 0 && full) continue;
