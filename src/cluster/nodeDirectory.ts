@@ -61,6 +61,10 @@ function asShare(value: unknown): number | null {
   return typeof value === 'number' && value >= 0 && value <= 1 ? value : null;
 }
 
+function asText(value: unknown): string | null {
+  return typeof value === 'string' ? value : null;
+}
+
 function asLangs(value: unknown): Lang[] | null {
   return Array.isArray(value) ? (value.filter((v) => typeof v === 'string') as Lang[]) : null;
 }
@@ -91,7 +95,7 @@ export function makeNodeDirectory(o: NodeDirectoryOptions): NodeDirectory {
         stopping: false,
         dispatched: 0,
         cpuIdle: asShare(row.stats?.cpu_idle),
-        machine: typeof row.stats?.machine === 'string' ? row.stats.machine : null,
+        machine: asText(row.stats?.machine),
       };
       nodes.set(row.id, node);
       return;
@@ -123,7 +127,7 @@ export function makeNodeDirectory(o: NodeDirectoryOptions): NodeDirectory {
     node.incarnation = incarnation;
     node.langs = asLangs(row.stats?.langs);
     node.cpuIdle = asShare(row.stats?.cpu_idle);
-    node.machine = typeof row.stats?.machine === 'string' ? row.stats.machine : null;
+    node.machine = asText(row.stats?.machine);
   }
 
   return {

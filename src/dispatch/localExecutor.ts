@@ -32,7 +32,7 @@ export function makeLocalExecutor(options: LocalExecutorOptions): LocalExecutor 
       for (const rt of options.runtimes) rt.setMaxWorkers(n);
     },
     prepare(fns) {
-      for (const fn of fns) byLang.get(fn.lang)?.prepare?.(fn);
+      for (const rt of options.runtimes) rt.prepare?.(fns.filter((fn) => rt.langs.includes(fn.lang)));
     },
     stats() {
       const workers = options.runtimes.reduce((sum, rt) => sum + rt.stats().workers, 0);

@@ -89,8 +89,11 @@ export interface Runtime {
   run(fn: FunctionDef, input: RunInput): Promise<RunResult>;
   /** Live change of the worker cap (rppd_config.max_db_connections changed). */
   setMaxWorkers(n: number): void;
-  /** Get ready for the function's first run (compile, load) in the background; failures show at that run. */
-  prepare?(fn: FunctionDef): void;
+  /**
+   * The node's functions now (all languages): get ready for their first runs (compile, load) in the
+   * background and forget those gone. Failures show at the run.
+   */
+  prepare?(fns: readonly FunctionDef[]): void;
   stats(): RuntimeStats;
   /** Stop all workers; runs in progress end as failed 'internal' after graceMs. */
   close(graceMs?: number): Promise<void>;

@@ -528,7 +528,7 @@ export default async (event: { new: Row | null }, ctx: Ctx): Promise<void> => {
        writeFileSync(${JSON.stringify(marker)}, 'top level ran');
        export default async (e, ctx) => (await ctx.db.query('select 1 as one')).rows[0].one;`,
     );
-    own.prepare!(loaded);
+    own.prepare!([loaded]);
     await waitFor('the module loaded without a run', () => existsSync(marker));
     const results = await Promise.all([1, 2, 3, 4].map(() => own.run(loaded, event())));
     assert.deepEqual(

@@ -256,14 +256,19 @@ export function makeJsRuntime(options: JsRuntimeOptions): JsRuntime {
   return {
     langs: ['js', 'ts'] as const satisfies readonly Lang[],
     run,
-    prepare(fn) {
+    prepare(fns) {
       if (closed) return;
-      modulePath(fn).then(
-        (path) => {
-          for (const handle of handles) handle.preload(fn.id, path);
-        },
-        () => undefined, // the run reports it
-      );
+      // Threads started later preload what is in `compiled`: not functions that were deleted.
+      const ids = new Set(fns.map((fn) => fn.id));
+      for (const id of compiled.keys()) if (!ids.has(id)) compiled.delete(id);
+      for (const fn of fns) {
+        modulePath(fn).then(
+          (path) => {
+            for (const handle of handles) handle.preload(fn.id, path);
+          },
+          () => undefined, // the run reports it
+        );
+      }
     },
     setMaxWorkers(n: number): void {
       maxWorkers = Math.max(1, Math.floor(n));
