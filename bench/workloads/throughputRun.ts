@@ -59,7 +59,7 @@ export async function throughputRun(
     const meter = ctx.meter();
     const sampler = sampleTrees({
       rssOf: () => [],
-      cpuOf: { [system.name]: () => r.pids(), postgres: () => postgresPids(ctx.pg.dataDir) },
+      cpuOf: { ...perNode(system.name, r.pids()), postgres: () => postgresPids(ctx.pg.dataDir) },
     });
     ctx.log(`${options.label}: ${system.name} inserting ${rows} rows`);
     const inserted = await pgbench(ctx.pg.binDir, url, {
@@ -89,6 +89,12 @@ export async function throughputRun(
   } finally {
     await running?.stop();
   }
+}
+
+/** One CPU figure per node when there are several (which node did the work), else one for the system. */
+function perNode(name: string, pids: number[]): Record<string, () => number[]> {
+  if (pids.length <= 1) return { [name]: () => pids };
+  return Object.fromEntries(pids.map((pid, i) => [`${name} node ${i + 1}`, () => [pid]]));
 }
 
 /** "20000/20000 rows, 0 lost, 0 dup, inserts 1,900/s, last sink 120 ms after last insert, cpu …" */
