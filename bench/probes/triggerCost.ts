@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startPg } from '../../tests/support/pgServer.ts';
 import { sql } from '../db.ts';
-import { rppd, setWakeSleeping } from '../systems/rppd.ts';
+import { holdPollLock, rppd } from '../systems/rppd.ts';
 
 const pg = await startPg({ durable: true });
 const url = await pg.createDatabase('trig');
@@ -20,12 +20,12 @@ await sql(
   `CREATE TABLE sink (id bigserial PRIMARY KEY, src_id bigint, k int, started_ms float8, finished_at timestamptz)`,
 );
 await rppd.install(url); // trigger on src
-await setWakeSleeping(url, false);
+const releasePollLock = await holdPollLock(url); // as a polling master: writers send no NOTIFY
 const Q = 'rppd.rppd_event_queue';
 const variants: Record<string, string | null> = {
   plain: null,
   full: 'rppd.rppd_event()',
-  no_exists_no_setting: `$$ BEGIN INSERT INTO ${Q} (schema_table, trig, new_row) VALUES (TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, 1, to_jsonb(NEW)); IF (SELECT sleeping FROM rppd.rppd_wake) IS NOT FALSE THEN PERFORM pg_notify('rppd_event', 'rppd'); END IF; RETURN NULL; END $$`,
+  no_exists_no_setting: `$$ BEGIN INSERT INTO ${Q} (schema_table, trig, new_row) VALUES (TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, 1, to_jsonb(NEW)); IF pg_try_advisory_xact_lock_shared(1919971428, hashtext('rppd')) THEN PERFORM pg_notify('rppd_event', 'rppd'); END IF; RETURN NULL; END $$`,
   insert_only: `$$ BEGIN INSERT INTO ${Q} (schema_table, trig, new_row) VALUES (TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, 1, to_jsonb(NEW)); RETURN NULL; END $$`,
   insert_no_json: `$$ BEGIN INSERT INTO ${Q} (schema_table, trig) VALUES (TG_TABLE_SCHEMA || '.' || TG_TABLE_NAME, 1); RETURN NULL; END $$`,
   empty_trigger: `$$ BEGIN RETURN NULL; END $$`,
@@ -64,4 +64,5 @@ for (const [k, v] of Object.entries(res))
   console.log(k.padEnd(22), Math.round(med(v)), (med(v) / med(res.plain!)).toFixed(2), v.map(Math.round).join('/'));
 const plan = await sql(url, `EXPLAIN (ANALYZE, BUFFERS, WAL) INSERT INTO src (k, payload) VALUES (1, 'payload')`);
 console.log(plan.map((r) => r['QUERY PLAN']).join('\n'));
+await releasePollLock();
 await pg.stop();

@@ -5,6 +5,7 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import pg from 'pg';
 import { installSchema } from '../../src/db/installSchema.ts';
 import { freePort } from '../../tests/support/pgServer.ts';
 import { repoRoot, rppdBin } from '../../tests/support/rppdProcess.ts';
@@ -40,9 +41,19 @@ cur.execute('INSERT INTO sink (src_id, k, started_ms, seq) VALUES (%s, %s, %s, %
 
 const cacheDir = mkdtempSync(join(tmpdir(), 'rppd-bench-cache-'));
 
-/** Writers NOTIFY only while rppd_wake.sleeping; W1 measures the trigger both ways. */
-export async function setWakeSleeping(url: string, sleeping: boolean): Promise<void> {
-  await sql(url, `UPDATE ${RPPD_SCHEMA}.rppd_wake SET sleeping = $1`, [sleeping]);
+/**
+ * Writers NOTIFY unless a master polls, which it shows by holding rppd_poll_lock. W1 measures the
+ * trigger both ways: this holds the lock as a polling master would, until the returned release.
+ */
+export async function holdPollLock(url: string): Promise<() => Promise<void>> {
+  const client = new pg.Client({ connectionString: url });
+  await client.connect();
+  const { rows } = await client.query<{ ok: boolean }>(`SELECT ${RPPD_SCHEMA}.rppd_poll_lock(true) AS ok`);
+  if (!rows[0]?.ok) {
+    await client.end();
+    throw new Error('rppd_poll_lock is taken: a node or a writer holds it');
+  }
+  return () => client.end();
 }
 
 export interface RppdNode {

@@ -46,12 +46,6 @@ async function explainHotQueries(url: string): Promise<string[]> {
         [],
         true,
       ],
-      [
-        'setWakeSleeping (per sleep/wake)',
-        `UPDATE ${RPPD_SCHEMA}.rppd_wake SET sleeping = $1 WHERE sleeping IS DISTINCT FROM $1`,
-        [true],
-        true,
-      ],
     ];
     const out: string[] = ['### EXPLAIN (ANALYZE, BUFFERS) of the hot queries, on the backlog before the drain', ''];
     for (const [title, text, params, rollback] of plans) {

@@ -5,7 +5,7 @@
 import type { BenchContext } from '../context.ts';
 import { sql } from '../db.ts';
 import { pgbench } from '../pgbench.ts';
-import { setWakeSleeping } from '../systems/rppd.ts';
+import { holdPollLock } from '../systems/rppd.ts';
 import type { BenchSystem, RunningSystem } from '../systems/system.ts';
 
 const TARGET: Record<number, number> = { 1: 0.9, 8: 0.85 };
@@ -14,8 +14,8 @@ interface Variant {
   system: BenchSystem | null;
   label: string;
   url: string;
-  /** Runs before each round (e.g. rppd's wake flag). */
-  prepare?: (url: string) => Promise<void>;
+  /** Runs before each round, and what it returns after it (e.g. holding rppd's poll lock). */
+  prepare?: (url: string) => Promise<() => Promise<void>>;
   workers: boolean;
   tps: number[];
   other: number[];
@@ -48,8 +48,8 @@ async function variants(ctx: BenchContext, clients: number): Promise<Variant[]> 
     await system.install(url);
     if (system.name === 'rppd') {
       out.push(
-        make(system, 'trigger only (no node, no NOTIFY)', url, { prepare: (u) => setWakeSleeping(u, false) }),
-        make(system, 'node asleep (NOTIFY per commit)', url, { prepare: (u) => setWakeSleeping(u, true) }),
+        make(system, 'trigger only (no node, no NOTIFY)', url, { prepare: holdPollLock }),
+        make(system, 'node asleep (NOTIFY per commit)', url),
         make(system, 'node running (draining while writing)', url, { workers: true }),
       );
     } else {
@@ -68,7 +68,7 @@ export async function runW1(ctx: BenchContext): Promise<void> {
     for (let round = 1; round <= rounds; round++) {
       for (const v of list) {
         await reset(v);
-        await v.prepare?.(v.url);
+        const release = await v.prepare?.(v.url);
         ctx.log(`W1 ${clients} client(s), round ${round}/${rounds}: ${v.system?.name ?? 'none'} ${v.label}`);
         let running: RunningSystem | undefined;
         try {
@@ -78,6 +78,7 @@ export async function runW1(ctx: BenchContext): Promise<void> {
           v.other.push(meter.stop().otherCores);
         } finally {
           await running?.stop();
+          await release?.();
         }
       }
     }

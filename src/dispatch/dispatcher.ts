@@ -9,7 +9,8 @@ import {
   readEventIdsUpTo,
   readEventsAfter,
   readEventsByIds,
-  setWakeSleeping,
+  releasePollLock,
+  takePollLock,
 } from '../db/queries/events.ts';
 import { SqlState } from '../db/sqlState.ts';
 import type { NodeEvents } from '../events/nodeEvents.ts';
@@ -262,11 +263,66 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
     if (running === 0) for (const w of idleWaiters.splice(0)) w();
   }
 
+  // While the master polls it holds rppd_poll_lock on a client of its own; writers then send no
+  // NOTIFY. The lock goes with that session: a lost connection leaves writers notifying.
+  let lockClient: pg.PoolClient | null = null;
+  let nextLockTry = 0;
+  // Each try waits up to 20 ms (rppd_poll_lock); only a writer that stays in its transaction fails it.
+  const lockRetryMs = 250;
+
+  function lockLost(err: Error): void {
+    const client = lockClient;
+    if (!client) return;
+    lockClient = null;
+    sleeping = null;
+    client.release(err);
+    events.emit('db:error', { where: 'poll lock connection (writers NOTIFY again)', error: err });
+  }
+
   async function setSleeping(value: boolean): Promise<void> {
     if (sleeping === value) return;
-    await setWakeSleeping(pool, schema, value);
+    if (value) await dropPollLock();
+    else if (!(await holdPollLock())) return;
     sleeping = value;
     events.emit('dispatch:wake-mode', { mode: value ? 'notify' : 'poll' });
+  }
+
+  /** false: a writer's transaction still shares the lock after 20 ms (it notifies); tried again later. */
+  async function holdPollLock(): Promise<boolean> {
+    if (lockClient) return true;
+    if (Date.now() < nextLockTry) return false;
+    nextLockTry = Date.now() + lockRetryMs;
+    const client = await pool.connect();
+    client.on('error', lockLost);
+    let held = false;
+    try {
+      held = await takePollLock(client, schema);
+    } catch (err) {
+      client.off('error', lockLost);
+      client.release(coerceError(err));
+      throw err;
+    }
+    if (!held) {
+      client.off('error', lockLost);
+      client.release();
+      return false;
+    }
+    lockClient = client;
+    return true;
+  }
+
+  async function dropPollLock(): Promise<void> {
+    const client = lockClient;
+    if (!client) return;
+    lockClient = null;
+    client.off('error', lockLost);
+    try {
+      await releasePollLock(client, schema);
+      client.release();
+    } catch (err) {
+      // Closing the session releases the lock as well.
+      client.release(coerceError(err));
+    }
   }
 
   // A database that hides pg_locks from this role leaves the rate and the backlog to decide.
@@ -341,6 +397,7 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
       stopped = true;
       signal();
       await loopDone;
+      await dropPollLock();
       if (running > 0) {
         await Promise.race([new Promise<void>((r) => idleWaiters.push(r)), delay(graceMs)]);
       }

@@ -1,6 +1,7 @@
 // How a node learns of new events, on a real node: writers NOTIFY while events arrive
-// slowly (rppd_wake.sleeping = true); a burst makes the master poll and writers stop
-// notifying; once the burst is done, writers NOTIFY again. Nothing is lost on the way.
+// slowly (rppd_writers_notify(): no master holds rppd_poll_lock); a burst makes the master
+// poll and hold it, and writers stop notifying; once the burst is done, writers NOTIFY again.
+// Nothing is lost on the way.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
@@ -15,7 +16,17 @@ const sinkCode = `export default async (event, ctx) => {
 describe('wake mode', () => {
   let f: Fixture;
   let node: RppdProcess;
-  const sleeping = async () => (await f.query<{ sleeping: boolean }>('SELECT sleeping FROM rppd_wake'))[0]!.sleeping;
+  const sleeping = async () =>
+    (await f.query<{ notify: boolean }>('SELECT rppd_writers_notify() AS notify'))[0]!.notify;
+
+  // The next switch to polling from now on (earlier tests logged theirs).
+  const nextPollMode = (timeoutMs: number) => {
+    const from = node.lines.length;
+    return waitFor(() => node.lines.slice(from).find((l) => l.msg === 'dispatch wake mode' && l.mode === 'poll'), {
+      timeoutMs,
+      what: 'poll mode',
+    });
+  };
 
   before(async () => {
     f = await setupFixture();
@@ -34,18 +45,21 @@ describe('wake mode', () => {
   after(async () => f?.close());
 
   test('an idle node has writers NOTIFY, and a single event runs', async () => {
-    await waitFor(async () => ((await sleeping()) ? true : undefined), { what: 'rppd_wake.sleeping = true' });
+    await waitFor(async () => ((await sleeping()) ? true : undefined), { what: 'writers notify' });
     await f.db.query('INSERT INTO wake_src DEFAULT VALUES');
     await waitForRows(f, 'SELECT 1 FROM wake_sink', 1);
     assert.equal(await sleeping(), true, 'one event does not make the master poll');
   });
 
   test('a burst switches writers off NOTIFY, and back on once it is done; every event runs once', async () => {
-    const polling = node.waitForLog((l) => l.msg === 'dispatch wake mode' && l.mode === 'poll', 60_000, 'poll mode');
+    const polling = nextPollMode(60_000);
     await f.db.query('INSERT INTO wake_src SELECT FROM generate_series(1, 3000)');
     await polling;
+    // The master polls holding rppd_poll_lock: writers stop notifying (the master polls until
+    // the 3,000 events are read, which leaves time to see it).
+    await waitFor(async () => ((await sleeping()) ? undefined : true), { what: 'writers stop notifying' });
     await waitForRows(f, 'SELECT 1 FROM wake_sink', 3001, [], 120_000);
-    await waitFor(async () => ((await sleeping()) ? true : undefined), { what: 'rppd_wake.sleeping = true again' });
+    await waitFor(async () => ((await sleeping()) ? true : undefined), { what: 'writers notify again' });
     const [counts] = await f.query<{ n: number; distinct: number }>(
       'SELECT count(*)::int AS n, count(DISTINCT src_id)::int AS distinct FROM wake_sink',
     );
@@ -55,9 +69,9 @@ describe('wake mode', () => {
   });
 
   test('writers that queue for the NOTIFY lock make the master poll; nothing is lost', async () => {
-    await waitFor(async () => ((await sleeping()) ? true : undefined), { what: 'rppd_wake.sleeping = true' });
+    await waitFor(async () => ((await sleeping()) ? true : undefined), { what: 'writers notify' });
     const before = (await f.query<{ n: number }>('SELECT count(*)::int AS n FROM wake_sink'))[0]!.n;
-    const polling = node.waitForLog((l) => l.msg === 'dispatch wake mode' && l.mode === 'poll', 120_000, 'poll mode');
+    const polling = nextPollMode(120_000);
     // Eight writers, one row per transaction, as fast as they can: each commit NOTIFYs while
     // the master is in notify mode, so they queue for PostgreSQL's NOTIFY lock.
     let writing = true;

@@ -9,6 +9,7 @@ import { installSchema, SchemaTooNewError } from '../../src/db/installSchema.ts'
 import { type Fixture, setupFixture } from '../support/fixture.ts';
 import { type PgServer, pgShareDir } from '../support/pgServer.ts';
 import { rppdBin } from '../support/rppdProcess.ts';
+import { waitFor } from '../support/waitFor.ts';
 
 const tables = ['rppd_config', 'rppd_cron', 'rppd_event_queue', 'rppd_function', 'rppd_function_log', 'rppd_wake'];
 
@@ -91,6 +92,47 @@ describe('extension install', () => {
     await listener.query('SELECT 1');
     assert.deepEqual(notes, ['"My Schema"']);
     await listener.end();
+  });
+
+  test('writers send no NOTIFY while a master holds the poll lock, and keep it from being taken while they do', async () => {
+    const holder = new pg.Client(server.url);
+    const listener = new pg.Client(server.url);
+    await holder.connect();
+    await listener.connect();
+    const notes: string[] = [];
+    listener.on('notification', (n) => notes.push(n.payload ?? ''));
+    await listener.query('LISTEN rppd_event');
+    const lock = async (hold: boolean) =>
+      (await holder.query<{ ok: boolean }>(`SELECT "My Schema".rppd_poll_lock($1) AS ok`, [hold])).rows[0]!.ok;
+    const writersNotify = async () =>
+      (await client.query<{ n: boolean }>(`SELECT "My Schema".rppd_writers_notify() AS n`)).rows[0]!.n;
+    const arrived = (payload: string) =>
+      waitFor(async () => (notes.includes(payload) ? true : undefined), { what: `NOTIFY ${payload}` });
+    try {
+      assert.equal(await writersNotify(), true);
+      assert.equal(await lock(true), true);
+      assert.equal(await writersNotify(), false);
+      await client.query(`INSERT INTO public.q VALUES (5, 'e')`);
+      // Notifications arrive in commit order: the marker after the insert proves it sent none.
+      await holder.query(`NOTIFY rppd_event, 'marker'`);
+      await arrived('marker');
+      assert.deepEqual(notes, ['marker']);
+      assert.equal(await lock(false), true);
+      assert.equal(await writersNotify(), true);
+
+      // A writer's open transaction shares the lock: no master can start polling before it commits.
+      await client.query('BEGIN');
+      await client.query(`INSERT INTO public.q VALUES (6, 'f')`);
+      assert.equal(await lock(true), false);
+      await client.query('COMMIT');
+      await arrived('"My Schema"');
+      assert.equal(await lock(true), true);
+    } finally {
+      await holder.end();
+      await listener.end();
+    }
+    // The lock goes with the master's session.
+    assert.equal(await writersNotify(), true);
   });
 
   test('a writer with rights on its own table only records every kind of event', async () => {

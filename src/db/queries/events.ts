@@ -127,8 +127,16 @@ export async function countNotifyWaiters(db: pg.ClientBase | pg.Pool): Promise<n
   return rows[0]?.n ?? 0;
 }
 
-export async function setWakeSleeping(db: pg.ClientBase | pg.Pool, schema: string, sleeping: boolean): Promise<void> {
-  await db.query(`UPDATE ${rppdTable(schema, 'rppd_wake')} SET sleeping = $1 WHERE sleeping IS DISTINCT FROM $1`, [
-    sleeping,
-  ]);
+/**
+ * rppd_poll_lock(true): the session advisory lock a master holds while it polls; writers send no
+ * NOTIFY while it is held (rppd_event()). false: a writer is notifying right now, try later.
+ */
+export async function takePollLock(client: pg.ClientBase, schema: string): Promise<boolean> {
+  const { rows } = await client.query<{ ok: boolean }>(`SELECT ${rppdTable(schema, 'rppd_poll_lock')}(true) AS ok`);
+  return rows[0]?.ok === true;
+}
+
+/** Writers NOTIFY again from now (the lock is also gone with the session). */
+export async function releasePollLock(client: pg.ClientBase, schema: string): Promise<void> {
+  await client.query(`SELECT ${rppdTable(schema, 'rppd_poll_lock')}(false)`);
 }
