@@ -100,4 +100,33 @@ describe('wake mode', () => {
     );
     assert.deepEqual(counts, { n: before + written, distinct: before + written });
   });
+  test('the poll lock connection killed while polling: the master takes the lock again; nothing is lost', async () => {
+    await waitFor(async () => ((await sleeping()) ? true : undefined), { what: 'writers notify' });
+    const before = (await f.query<{ n: number }>('SELECT count(*)::int AS n FROM wake_sink'))[0]!.n;
+    const holder = async () =>
+      (
+        await f.query<{ pid: number }>(
+          `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = 1919971428 AND mode = 'ExclusiveLock' AND granted`,
+        )
+      )[0]?.pid;
+    const polling = nextPollMode(60_000);
+    await f.db.query('INSERT INTO wake_src SELECT FROM generate_series(1, 20000)');
+    await polling;
+    const first = await waitFor(holder, { what: 'the master holding the poll lock' });
+    await f.query('SELECT pg_terminate_backend($1)', [first]);
+    // Still polling the backlog: a new connection holds it (writers notified in between).
+    await waitFor(
+      async () => {
+        const pid = await holder();
+        return pid !== undefined && pid !== first ? pid : undefined;
+      },
+      { what: 'the poll lock taken again on a new connection' },
+    );
+    await node.waitForLog((l) => typeof l.where === 'string' && l.where.startsWith('poll lock connection'), 30_000);
+    await waitForRows(f, 'SELECT 1 FROM wake_sink', before + 20000, [], 180_000);
+    const [counts] = await f.query<{ n: number; distinct: number }>(
+      'SELECT count(*)::int AS n, count(DISTINCT src_id)::int AS distinct FROM wake_sink',
+    );
+    assert.deepEqual(counts, { n: before + 20000, distinct: before + 20000 });
+  });
 });
