@@ -33,6 +33,8 @@ export interface Settings {
   readonly cacheDir: string;
   readonly outputLimitBytes: number;
   readonly memoryLimitMb: number;
+  /** ctx.db.query prepares a statement its connection has run this many times (0: never). */
+  readonly prepareThreshold: number;
   readonly leaseMs: number;
   readonly heartbeatMs: number;
   readonly pollMs: number;
@@ -264,6 +266,13 @@ export const DEFS = {
     defaultText: '512',
     doc: 'memory limit of one runtime worker',
   }),
+  prepare_threshold: def<number>({
+    key: 'prepare_threshold',
+    parse: integer(0, 1_000_000),
+    default: () => 5,
+    defaultText: '5',
+    doc: "a JS function's ctx.db.query prepares a statement its connection has run this many times (0: never), as psycopg 3 does",
+  }),
   lease_ms: def<number>({
     key: 'lease_ms',
     parse: integer(1, MAX_MS),
@@ -383,6 +392,7 @@ export function describeSettings(settings: Settings | DbSettings): string[] {
     cache_dir: s.cacheDir,
     output_limit_bytes: s.outputLimitBytes,
     memory_limit_mb: s.memoryLimitMb,
+    prepare_threshold: s.prepareThreshold,
     lease_ms: s.leaseMs,
     heartbeat_ms: s.heartbeatMs,
     poll_ms: s.pollMs,

@@ -27,6 +27,7 @@ export async function makeRuntimes(settings: Settings, maxWorkers: number, log: 
     makeJsRuntime({
       ...options,
       prewarm: true,
+      prepareThreshold: settings.prepareThreshold,
       onWorkerError: (message) => log.warn(`js worker crashed between runs: ${message}`),
     }),
   ];

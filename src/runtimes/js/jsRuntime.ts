@@ -21,6 +21,8 @@ export interface JsRuntimeOptions extends RuntimeOptions {
   maxThreads?: number;
   /** Start the threads at once instead of on the first runs (a node does: no cold start on its first events). */
   prewarm?: boolean;
+  /** ctx.db.query prepares a statement its connection has run this many times (default 5; 0: never). */
+  prepareThreshold?: number;
   /** Idle workers beyond the first are stopped after this long (default 60 s). */
   idleMs?: number;
   /** A worker crashed between runs (e.g. a stray timer threw after its run ended); it was replaced. */
@@ -77,6 +79,7 @@ export function makeJsRuntime(options: JsRuntimeOptions): JsRuntime {
       options.memoryLimitMb,
       // Its share of the run slots gets connections before the first run needs one.
       Math.ceil(maxWorkers / threadCap()),
+      options.prepareThreshold ?? 5,
       forget,
     );
     await handle.ready;

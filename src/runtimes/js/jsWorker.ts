@@ -12,6 +12,7 @@ import type pg from 'pg';
 import { isConnectionError } from '../../db/sqlState.ts';
 import { coerceError } from '../../util/errors.ts';
 import type { RunInput } from '../runtime.ts';
+import { makeStatementRunner } from './preparedStatements.ts';
 
 export interface WorkerConfig {
   rppdJsWorker: true;
@@ -20,6 +21,8 @@ export interface WorkerConfig {
   control: SharedArrayBuffer;
   /** Database connections to open at start, for the thread's first runs (no connect on their path). */
   preconnect: number;
+  /** ctx.db.query prepares a statement its connection has run this many times (0: never). */
+  prepareThreshold: number;
 }
 
 export interface RunMessage {
@@ -285,11 +288,13 @@ function serve(port: MessagePort, config: WorkerConfig): void {
     return slot.connecting;
   }
 
+  const runStatement = makeStatementRunner({ threshold: config.prepareThreshold });
+
   function makeQuery(slot: Slot, state: RunState) {
     return async (text: string, params?: unknown[]): Promise<{ rows: Record<string, unknown>[]; rowCount: number }> => {
       try {
         const current = slot.client ?? (await connectOnce(slot));
-        const result = await current.query(text, params);
+        const result = await runStatement(current, text, params);
         return { rows: result.rows, rowCount: result.rowCount ?? 0 };
       } catch (err) {
         if (isConnectionError(err)) {

@@ -81,12 +81,13 @@ export class WorkerHandle {
     private readonly outputLimitBytes: number,
     private readonly memoryLimitMb: number,
     preconnect: number,
+    prepareThreshold: number,
     /** Called once when the thread is gone; with a reason when it died with no run to blame. */
     private readonly onLost: (handle: WorkerHandle, crash?: string) => void,
   ) {
     const control = new SharedArrayBuffer(CONTROL_WORDS * 4);
     this.control = new Int32Array(control);
-    const workerData: WorkerConfig = { rppdJsWorker: true, dbUrl, control, preconnect };
+    const workerData: WorkerConfig = { rppdJsWorker: true, dbUrl, control, preconnect, prepareThreshold };
     this.thread = new Worker(entryPath, {
       workerData,
       // The bundled entry is plain JavaScript: the parent's loader flags (tsx) are not needed.
