@@ -4,14 +4,7 @@
 // from an empty memory and re-reads everything still in rppd_event_queue.
 import type pg from 'pg';
 import type { EventRow } from '../db/queries/events.ts';
-import {
-  countNotifyWaiters,
-  readEventIdsUpTo,
-  readEventsAfter,
-  readEventsByIds,
-  releasePollLock,
-  takePollLock,
-} from '../db/queries/events.ts';
+import { countNotifyWaiters, readEventIdsUpTo, readEventsAfter, readEventsByIds } from '../db/queries/events.ts';
 import { SqlState } from '../db/sqlState.ts';
 import type { NodeEvents } from '../events/nodeEvents.ts';
 import type { RunResult } from '../runtimes/runtime.ts';
@@ -20,6 +13,7 @@ import { coerceError, errorMessage } from '../util/errors.ts';
 import type { Completer } from './completer.ts';
 import type { FunctionRegistry } from './functionRegistry.ts';
 import { type PlannedRun, planRuns, trigValue } from './planRuns.ts';
+import { makePollLock } from './pollLock.ts';
 import { type SchedRun, Scheduler } from './scheduler.ts';
 import { WakeMode, type WakeModeOptions } from './wakeMode.ts';
 
@@ -263,66 +257,18 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
     if (running === 0) for (const w of idleWaiters.splice(0)) w();
   }
 
-  // While the master polls it holds rppd_poll_lock on a client of its own; writers then send no
-  // NOTIFY. The lock goes with that session: a lost connection leaves writers notifying.
-  let lockClient: pg.PoolClient | null = null;
-  let nextLockTry = 0;
-  // Each try waits up to 20 ms (rppd_poll_lock); only a writer that stays in its transaction fails it.
-  const lockRetryMs = 250;
-
-  function lockLost(err: Error): void {
-    const client = lockClient;
-    if (!client) return;
-    lockClient = null;
+  // Writers send no NOTIFY while the master polls (pollLock.ts).
+  const pollLock = makePollLock(pool, schema, (error) => {
     sleeping = null;
-    client.release(err);
-    events.emit('db:error', { where: 'poll lock connection (writers NOTIFY again)', error: err });
-  }
+    events.emit('db:error', { where: 'poll lock connection (writers NOTIFY again)', error });
+  });
 
   async function setSleeping(value: boolean): Promise<void> {
     if (sleeping === value) return;
-    if (value) await dropPollLock();
-    else if (!(await holdPollLock())) return;
+    if (value) await pollLock.drop();
+    else if (!(await pollLock.hold())) return;
     sleeping = value;
     events.emit('dispatch:wake-mode', { mode: value ? 'notify' : 'poll' });
-  }
-
-  /** false: a writer's transaction still shares the lock after 20 ms (it notifies); tried again later. */
-  async function holdPollLock(): Promise<boolean> {
-    if (lockClient) return true;
-    if (Date.now() < nextLockTry) return false;
-    nextLockTry = Date.now() + lockRetryMs;
-    const client = await pool.connect();
-    client.on('error', lockLost);
-    let held = false;
-    try {
-      held = await takePollLock(client, schema);
-    } catch (err) {
-      client.off('error', lockLost);
-      client.release(coerceError(err));
-      throw err;
-    }
-    if (!held) {
-      client.off('error', lockLost);
-      client.release();
-      return false;
-    }
-    lockClient = client;
-    return true;
-  }
-
-  async function dropPollLock(): Promise<void> {
-    const client = lockClient;
-    if (!client) return;
-    lockClient = null;
-    client.off('error', lockLost);
-    try {
-      await releasePollLock(client, schema);
-      client.release();
-    } catch (err) {
-      // Closing the session releases the lock as well.
-      client.release(coerceError(err));
-    }
   }
 
   // A database that hides pg_locks from this role leaves the rate and the backlog to decide.
@@ -397,7 +343,7 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
       stopped = true;
       signal();
       await loopDone;
-      await dropPollLock();
+      await pollLock.drop();
       if (running > 0) {
         await Promise.race([new Promise<void>((r) => idleWaiters.push(r)), delay(graceMs)]);
       }
