@@ -7,6 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { installSchema } from '../../src/db/installSchema.ts';
+import { takePollLock } from '../../src/db/queries/events.ts';
 import { freePort } from '../../tests/support/pgServer.ts';
 import { repoRoot, rppdBin } from '../../tests/support/rppdProcess.ts';
 import { sql, withDb } from '../db.ts';
@@ -48,8 +49,7 @@ const cacheDir = mkdtempSync(join(tmpdir(), 'rppd-bench-cache-'));
 export async function holdPollLock(url: string): Promise<() => Promise<void>> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
-  const { rows } = await client.query<{ ok: boolean }>(`SELECT ${RPPD_SCHEMA}.rppd_poll_lock(true) AS ok`);
-  if (!rows[0]?.ok) {
+  if (!(await takePollLock(client, RPPD_SCHEMA))) {
     await client.end();
     throw new Error('rppd_poll_lock is taken: a node or a writer holds it');
   }
