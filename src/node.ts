@@ -9,6 +9,7 @@ import { type CronRunner, startCronRunner } from './cron/cronRunner.ts';
 import { unquoteIdent } from './db/ident.ts';
 import { startListener } from './db/listener.ts';
 import { makePool } from './db/pool.ts';
+import { deleteOrphanStates } from './db/queries/events.ts';
 import { cleanupLogs } from './db/queries/logs.ts';
 import { announceNodes, currentMaster, loadNodes, type NodeRow } from './db/queries/nodes.ts';
 import { type ClusterExecutor, makeClusterExecutor } from './dispatch/clusterExecutor.ts';
@@ -286,6 +287,7 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
     void reloadConfig('rppd_config');
     if (dispatcher) {
       cleanupLogs(pool, schema).catch((error) => events.emit('db:error', { where: 'cleanup', error }));
+      deleteOrphanStates(pool, schema).catch((error) => events.emit('db:error', { where: 'cleanup', error }));
     }
   }, 5000);
 

@@ -118,7 +118,7 @@ export async function startRppdNode(
 
 export const rppd: BenchSystem = {
   name: 'rppd',
-  queueTables: [`${RPPD_SCHEMA}.rppd_event_queue`],
+  queueTables: [`${RPPD_SCHEMA}.rppd_event_queue`, `${RPPD_SCHEMA}.rppd_event_state`],
   supportsOrdered: true,
   async install(url, options = {}) {
     await withDb(url, async (db) => {

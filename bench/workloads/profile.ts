@@ -6,6 +6,7 @@ import { mkdtempSync, readdirSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { deleteEventsSql, selectEventsSql } from '../../src/db/queries/events.ts';
 import { startPg } from '../../tests/support/pgServer.ts';
 import { type BenchContext, makeContext } from '../context.ts';
 import { profileMarkdown, summarizeProfile } from '../cpuProfile.ts';
@@ -24,12 +25,10 @@ async function explainHotQueries(url: string): Promise<string[]> {
     const lo = BigInt(rows[0]!.lo);
     const cursor = String(lo + 5000n);
     const ids = Array.from({ length: 200 }, (_, i) => String(lo + BigInt(i)));
-    const fv = `(SELECT functions_version FROM ${RPPD_SCHEMA}.rppd_wake) AS fv`;
-    const cols = 'id, schema_table, trig, new_row, old_row, done_fns, attempts';
     const plans: [string, string, unknown[], boolean][] = [
       [
         'readEventsAfter (cursor 5,000 events in, limit 1000)',
-        `SELECT ${cols}, ${fv} FROM ${Q} WHERE id > $1 ORDER BY id LIMIT 1000`,
+        selectEventsSql(RPPD_SCHEMA, 'q.id > $1', 'LIMIT 1000'),
         [cursor],
         false,
       ],
@@ -39,7 +38,12 @@ async function explainHotQueries(url: string): Promise<string[]> {
         [cursor],
         false,
       ],
-      ['deleteEvents (a batch of 200)', `DELETE FROM ${Q} WHERE id = ANY($1::bigint[])`, [ids], true],
+      [
+        'deleteEvents (a batch of 200)',
+        `WITH ${deleteEventsSql(RPPD_SCHEMA, '$1')} SELECT count(*) FROM gone`,
+        [ids],
+        true,
+      ],
       [
         'trigger: one INSERT into src through rppd_event()',
         `INSERT INTO src (k, payload) VALUES (1, 'payload')`,

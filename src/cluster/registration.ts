@@ -2,6 +2,7 @@
 // registration under its name.
 import type pg from 'pg';
 import type { Settings } from '../config/settings.ts';
+import { latestVersion } from '../db/extensionFiles.ts';
 import { checkSchema, installSchema } from '../db/installSchema.ts';
 import { connectWithRetry } from '../db/pool.ts';
 import { NodeNameTaken, type NodeRow, registerNode } from '../db/queries/nodes.ts';
@@ -32,9 +33,16 @@ export async function registerSelf(
   );
   try {
     const version = await checkSchema(client, settings.schema);
-    if (version === null) {
-      if (!install) throw new Error(`rppd is not installed in schema "${settings.schema}": run rppd init`);
-      log.info(await installSchema(client, settings.schema), 'installed rppd');
+    const known = latestVersion();
+    if (version === null || version !== known) {
+      if (!install) {
+        throw new Error(
+          version === null
+            ? `rppd is not installed in schema "${settings.schema}": run rppd init`
+            : `schema "${settings.schema}" has rppd ${version}, this rppd needs ${known}: run rppd init`,
+        );
+      }
+      log.info(await installSchema(client, settings.schema), version === null ? 'installed rppd' : 'upgraded rppd');
     }
     let seen: string | null = null;
     for (;;) {

@@ -16,7 +16,14 @@ export interface InstallResult {
 export interface InstallOptions {
   /** 'auto' (default): CREATE EXTENSION when available, else plain SQL. */
   mode?: 'auto' | 'extension' | 'sql';
+  /** The version to install or upgrade to (default: the newest this rppd knows; tests install older ones). */
+  version?: string;
 }
+
+const quoteLiteral = (version: string) => {
+  if (!/^[\d.]+$/.test(version)) throw new Error(`not an rppd version: ${version}`);
+  return `'${version}'`;
+};
 
 export class SchemaTooNewError extends Error {
   override name = 'SchemaTooNewError';
@@ -60,19 +67,26 @@ export async function installSchema(
   schema: string,
   options: InstallOptions = {},
 ): Promise<InstallResult> {
-  const target = latestVersion();
+  const known = latestVersion();
+  const target = options.version ?? known;
+  if (compareVersions(target, known) > 0) throw new Error(`rppd ${target} is newer than this rppd (${known})`);
   const lockKey = `rppd install ${schema}`;
   await client.query('SELECT pg_advisory_lock(hashtext($1))', [lockKey]);
   try {
     const current = await installedVersion(client, schema);
-    if (current.version && compareVersions(current.version, target) > 0) {
+    if (current.version && compareVersions(current.version, known) > 0) {
       throw new SchemaTooNewError(
-        `schema "${schema}" has rppd ${current.version}, newer than this rppd (${target}) understands: upgrade rppd`,
+        `schema "${schema}" has rppd ${current.version}, newer than this rppd (${known}) understands: upgrade rppd`,
       );
+    }
+    if (current.version && compareVersions(current.version, target) > 0) {
+      throw new Error(`schema "${schema}" has rppd ${current.version}; rppd does not downgrade to ${target}`);
     }
     const mode = options.mode ?? 'auto';
     if (current.extension) {
-      if (current.version !== target) await client.query(`ALTER EXTENSION rppd UPDATE TO '${target}'`);
+      if (current.version !== target) {
+        await client.query(`ALTER EXTENSION rppd UPDATE TO ${quoteLiteral(target)}`);
+      }
       return { schema, mode: 'extension', from: current.version, to: target, changed: current.version !== target };
     }
     if (current.version === null && mode !== 'sql') {
@@ -84,7 +98,7 @@ export async function installSchema(
         await client.query('BEGIN');
         try {
           await client.query(`CREATE SCHEMA IF NOT EXISTS ${quoteIdent(schema)}`);
-          await client.query(`CREATE EXTENSION rppd VERSION '${target}' SCHEMA ${quoteIdent(schema)}`);
+          await client.query(`CREATE EXTENSION rppd VERSION ${quoteLiteral(target)} SCHEMA ${quoteIdent(schema)}`);
           await client.query('COMMIT');
         } catch (err) {
           await client.query('ROLLBACK');

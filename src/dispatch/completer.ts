@@ -5,7 +5,7 @@
 import type pg from 'pg';
 import { inTransaction } from '../db/pool.ts';
 import { finishCrons } from '../db/queries/cron.ts';
-import { addDoneFunctions, deleteEvents, deleteEventsFenced } from '../db/queries/events.ts';
+import { addDoneFunctions, deleteEvents, deleteEventsFenced, recordAttempts } from '../db/queries/events.ts';
 import { insertLogs, type LogRow } from '../db/queries/logs.ts';
 import { holdsLease } from '../db/queries/nodes.ts';
 import { backoffMs, delay } from '../util/backoff.ts';
@@ -15,6 +15,8 @@ export interface Completer {
   log(row: LogRow): void;
   fnDone(eventId: string, fnId: number): void;
   eventDone(eventId: string): void;
+  /** A run of the event failed on a transient error and will be retried: its count and reason. */
+  retried(eventId: string, attempts: number, error: string): void;
   /** A schedule's firing finished (error = the failure of one of its runs, or null). */
   cronDone(cronId: number, error: string | null): void;
   /** Event ids whose deletion is not yet committed. */
@@ -52,6 +54,7 @@ export function makeCompleter(options: CompleterOptions): Completer {
     new Fenced(`epoch ${fence?.epoch} no longer holds the lease: its unwritten results are left to the next master`);
   let logs: LogRow[] = [];
   let done = new Map<string, number[]>();
+  let retries = new Map<string, { attempts: number; error: string }>();
   let deletes: string[] = [];
   let crons: { id: number; error: string | null }[] = [];
   const pendingDelete = new Set<string>();
@@ -60,7 +63,7 @@ export function makeCompleter(options: CompleterOptions): Completer {
   let failures = 0;
   let holdTimer: NodeJS.Timeout | undefined;
   let flushing = 0;
-  const waiting = () => logs.length + done.size + deletes.length + crons.length;
+  const waiting = () => logs.length + done.size + retries.size + deletes.length + crons.length;
 
   // Every batch is a commit: a small one waits up to HOLD_MS for more (bench P: without it,
   // 6 events per commit while draining a backlog).
@@ -91,15 +94,18 @@ export function makeCompleter(options: CompleterOptions): Completer {
   async function writeBatch(): Promise<void> {
     const batchLogs = logs;
     const batchDone = done;
+    const batchRetries = retries;
     const batchDeletes = deletes;
     const batchCrons = crons;
     logs = [];
     done = new Map();
+    retries = new Map();
     deletes = [];
     crons = [];
-    if (!batchLogs.length && !batchDone.size && !batchDeletes.length && !batchCrons.length) return;
+    if (!batchLogs.length && !batchDone.size && !batchRetries.size && !batchDeletes.length && !batchCrons.length)
+      return;
     try {
-      if (fence && !batchLogs.length && !batchDone.size && !batchCrons.length) {
+      if (fence && !batchLogs.length && !batchDone.size && !batchRetries.size && !batchCrons.length) {
         if (!(await deleteEventsFenced(options.pool, options.schema, batchDeletes, fence)).held) throw fenced();
       } else
         await inTransaction(options.pool, async (client) => {
@@ -114,6 +120,11 @@ export function makeCompleter(options: CompleterOptions): Completer {
             client,
             options.schema,
             [...batchDone].filter(([id]) => !deleting.has(id)).map(([id, fns]) => ({ id, fns })),
+          );
+          await recordAttempts(
+            client,
+            options.schema,
+            [...batchRetries].filter(([id]) => !deleting.has(id)).map(([id, r]) => ({ id, ...r })),
           );
           await deleteEvents(client, options.schema, batchDeletes);
           await finishCrons(client, options.schema, batchCrons);
@@ -133,6 +144,8 @@ export function makeCompleter(options: CompleterOptions): Completer {
       logs = batchLogs.concat(logs);
       for (const [id, fns] of done) batchDone.set(id, [...(batchDone.get(id) ?? []), ...fns]);
       done = batchDone;
+      for (const [id, r] of retries) batchRetries.set(id, r);
+      retries = batchRetries;
       deletes = batchDeletes.concat(deletes);
       crons = batchCrons.concat(crons);
       await delay(backoffMs(failures++));
@@ -149,6 +162,10 @@ export function makeCompleter(options: CompleterOptions): Completer {
       const list = done.get(eventId);
       if (list) list.push(fnId);
       else done.set(eventId, [fnId]);
+      schedule();
+    },
+    retried(eventId, attempts, error) {
+      retries.set(eventId, { attempts, error });
       schedule();
     },
     eventDone(eventId) {

@@ -202,6 +202,8 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
         delayMs: wait,
         error: result.error ?? '',
       });
+      // Recorded so that a later master counts on from here rather than from 0.
+      completer.retried(p.input.eventId, p.attempt, result.error ?? 'failed');
       setTimeout(() => {
         scheduler.putBack(run);
         pump();

@@ -11,7 +11,15 @@ import { type PgServer, pgShareDir } from '../support/pgServer.ts';
 import { rppdBin } from '../support/rppdProcess.ts';
 import { waitFor } from '../support/waitFor.ts';
 
-const tables = ['rppd_config', 'rppd_cron', 'rppd_event_queue', 'rppd_function', 'rppd_function_log', 'rppd_wake'];
+const tables = [
+  'rppd_config',
+  'rppd_cron',
+  'rppd_event_queue',
+  'rppd_event_state',
+  'rppd_function',
+  'rppd_function_log',
+  'rppd_wake',
+];
 
 async function tablesIn(client: pg.Client, schema: string): Promise<string[]> {
   const { rows } = await client.query<{ t: string }>(

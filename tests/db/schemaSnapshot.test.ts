@@ -8,44 +8,10 @@ import { after, before, test } from 'node:test';
 import type pg from 'pg';
 import { extensionDir } from '../../src/db/extensionFiles.ts';
 import { installSchema } from '../../src/db/installSchema.ts';
+import { describeSchema } from '../support/describeSchema.ts';
 import { type Fixture, setupFixture } from '../support/fixture.ts';
 
 const snapshotFile = join(extensionDir, 'schema.snapshot.txt');
-
-async function describeSchema(client: pg.Client, schema: string): Promise<string> {
-  const q = async (sql: string) => (await client.query(sql, [schema])).rows.map((r) => Object.values(r).join(' | '));
-  const sections: [string, string[]][] = [
-    [
-      'columns',
-      await q(`SELECT table_name, column_name, data_type, coalesce(character_maximum_length::text, '') AS len, is_nullable,
-                      coalesce(column_default, '') AS dflt
-                 FROM information_schema.columns WHERE table_schema = $1 ORDER BY table_name, ordinal_position`),
-    ],
-    [
-      'constraints',
-      await q(`SELECT c.relname, pg_get_constraintdef(k.oid) FROM pg_constraint k JOIN pg_class c ON c.oid = k.conrelid
-                 JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = $1 ORDER BY 1, 2`),
-    ],
-    [
-      'indexes',
-      await q(
-        `SELECT tablename, regexp_replace(indexdef, ' ON \\S+\\.', ' ON ') FROM pg_indexes WHERE schemaname = $1 ORDER BY 1, 2`,
-      ),
-    ],
-    [
-      'triggers',
-      await q(`SELECT c.relname, t.tgname, regexp_replace(pg_get_triggerdef(t.oid), ' ON \\S+\\.', ' ON ')
-                 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace
-                WHERE n.nspname = $1 AND NOT t.tgisinternal ORDER BY 1, 2`),
-    ],
-    [
-      'functions',
-      await q(`SELECT p.proname || '(' || pg_get_function_identity_arguments(p.oid) || ') ' || pg_get_function_result(p.oid)
-                 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1 ORDER BY 1`),
-    ],
-  ];
-  return `${sections.map(([name, rows]) => `## ${name}\n${rows.join('\n')}`).join('\n\n')}\n`;
-}
 
 let f: Fixture;
 let client: pg.Client;

@@ -3,6 +3,7 @@
 import assert from 'node:assert/strict';
 import { after, before, beforeEach, describe, test } from 'node:test';
 import pg from 'pg';
+import { deleteOrphanStates, readEventsByIds } from '../../src/db/queries/events.ts';
 import { Fenced, makeCompleter } from '../../src/dispatch/completer.ts';
 import { type Fixture, setupFixture } from '../support/fixture.ts';
 import { waitFor } from '../support/waitFor.ts';
@@ -26,6 +27,7 @@ describe('completer', () => {
   });
   beforeEach(async () => {
     await f.db.query('DELETE FROM rppd_event_queue');
+    await f.db.query('DELETE FROM rppd_event_state');
     await f.db.query(`UPDATE rppd_config SET lease_until = now() + interval '10 minutes' WHERE id = $1`, [nodeId]);
   });
 
@@ -112,5 +114,43 @@ describe('completer', () => {
     assert.deepEqual(flushed, []);
     assert.ok(errors[0] instanceof Fenced);
     assert.equal(await left(), 2);
+  });
+
+  test('retries and functions done are recorded in rppd_event_state and leave with their event', async () => {
+    const [a, b] = await queueEvents(2);
+    const { c, errors } = completer('7');
+    c.retried(a!, 1, 'connection lost');
+    c.fnDone(a!, 4);
+    c.fnDone(b!, 4);
+    await c.flush();
+    c.retried(a!, 2, 'connection lost again');
+    c.fnDone(a!, 5);
+    await c.flush();
+    const state = () =>
+      f.query(`SELECT event_id::text AS id, done_fns, attempts, last_error FROM rppd_event_state ORDER BY event_id`);
+    assert.deepEqual(await state(), [
+      { id: a, done_fns: [4, 5], attempts: 2, last_error: 'connection lost again' },
+      { id: b, done_fns: [4], attempts: 0, last_error: null },
+    ]);
+    // A later master reads the state with the event.
+    const [row] = await readEventsByIds(pool, 'public', [a!]);
+    assert.deepEqual([row!.done_fns, row!.attempts], [[4, 5], 2]);
+    c.eventDone(a!);
+    c.eventDone(b!);
+    await c.flush();
+    assert.deepEqual(errors, []);
+    assert.deepEqual(await state(), []);
+    assert.equal(await left(), 0);
+  });
+
+  test('state of an event that is gone is neither written nor kept', async () => {
+    const [a] = await queueEvents(1);
+    await f.db.query('DELETE FROM rppd_event_queue WHERE id = $1', [a]);
+    const { c } = completer('7');
+    c.retried(a!, 1, 'x');
+    await c.flush();
+    assert.equal((await f.query('SELECT 1 FROM rppd_event_state')).length, 0);
+    await f.db.query(`INSERT INTO rppd_event_state (event_id, attempts) VALUES (-1, 3)`);
+    assert.equal(await deleteOrphanStates(pool, 'public'), 1);
   });
 });

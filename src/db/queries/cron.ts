@@ -50,13 +50,17 @@ export async function fireCron(
                    AND (coalesce(c.timeout_sec, 0) <= 0 OR c.started_at + make_interval(secs => c.timeout_sec) > now()))
           AND EXISTS (SELECT 1 FROM ${rppdTable(schema, 'rppd_function')} f WHERE f.id = c.fn_id)
         RETURNING c.id, c.fn_id, c.column_name, c.column_value
+     ),
+     e AS (
+       INSERT INTO ${rppdTable(schema, 'rppd_event_queue')} (schema_table, trig, new_row)
+       SELECT f.schema_table, 0,
+              json_build_object(c.column_name, c.column_value, 'rppd_cron_id', c.id, 'rppd_due_at', $2::timestamptz)
+         FROM c JOIN ${rppdTable(schema, 'rppd_function')} f ON f.id = c.fn_id
+       RETURNING id
      )
-     INSERT INTO ${rppdTable(schema, 'rppd_event_queue')} (schema_table, trig, new_row, fn_id, cron_id)
-     SELECT f.schema_table, 0,
-            jsonb_build_object(c.column_name, c.column_value, 'rppd_cron_id', c.id, 'rppd_due_at', $2::timestamptz),
-            c.fn_id, c.id
-       FROM c JOIN ${rppdTable(schema, 'rppd_function')} f ON f.id = c.fn_id
-     RETURNING id AS event_id`,
+     INSERT INTO ${rppdTable(schema, 'rppd_event_state')} (event_id, fn_id, cron_id)
+     SELECT e.id, c.fn_id, c.id FROM e, c
+     RETURNING event_id`,
     [id, due.toISOString()],
   );
   return rows[0]?.event_id ?? null;

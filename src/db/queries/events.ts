@@ -1,4 +1,6 @@
-// Runtime SQL on rppd_event_queue. Batched: one round trip per batch of events.
+// Runtime SQL on rppd_event_queue (what writers captured) and rppd_event_state (what
+// the master recorded about an event, for the few that have any). Batched: one round
+// trip per batch of events.
 import type pg from 'pg';
 import { rppdTable } from '../ident.ts';
 import { leaseHeldSql } from './nodes.ts';
@@ -18,15 +20,18 @@ export interface EventRow {
   fv: string;
 }
 
-const columns = 'id, schema_table, trig, new_row, old_row, done_fns, attempts, fn_id, cron_id';
-const withVersion = (schema: string) => `(SELECT functions_version FROM ${rppdTable(schema, 'rppd_wake')}) AS fv`;
+/** Events with their state (if any) and the functions version of the snapshot, in id order. */
+export const selectEventsSql = (schema: string, where: string, limit = '') =>
+  `SELECT q.id, q.schema_table, q.trig, q.new_row, q.old_row, coalesce(s.done_fns, '{}') AS done_fns,
+          coalesce(s.attempts, 0) AS attempts, s.fn_id, s.cron_id,
+          (SELECT functions_version FROM ${rppdTable(schema, 'rppd_wake')}) AS fv
+     FROM ${rppdTable(schema, 'rppd_event_queue')} q
+     LEFT JOIN ${rppdTable(schema, 'rppd_event_state')} s ON s.event_id = q.id
+    WHERE ${where} ORDER BY q.id ${limit}`;
 
 /** The next events after `afterId`, in id (capture) order. */
 export async function readEventsAfter(db: pg.ClientBase | pg.Pool, schema: string, afterId: string, limit: number) {
-  const { rows } = await db.query<EventRow>(
-    `SELECT ${columns}, ${withVersion(schema)} FROM ${rppdTable(schema, 'rppd_event_queue')} WHERE id > $1 ORDER BY id LIMIT $2`,
-    [afterId, limit],
-  );
+  const { rows } = await db.query<EventRow>(selectEventsSql(schema, 'q.id > $1', 'LIMIT $2'), [afterId, limit]);
   return rows;
 }
 
@@ -40,19 +45,24 @@ export async function readEventIdsUpTo(db: pg.ClientBase | pg.Pool, schema: stri
 }
 
 export async function readEventsByIds(db: pg.ClientBase | pg.Pool, schema: string, ids: string[]) {
-  const { rows } = await db.query<EventRow>(
-    `SELECT ${columns}, ${withVersion(schema)} FROM ${rppdTable(schema, 'rppd_event_queue')} WHERE id = ANY($1::bigint[]) ORDER BY id`,
-    [ids],
-  );
+  const { rows } = await db.query<EventRow>(selectEventsSql(schema, 'q.id = ANY($1::bigint[])'), [ids]);
   return rows;
 }
 
+/** CTEs that delete events (`gone`) and their state rows. */
+export const deleteEventsSql = (schema: string, ids: string, where = '') =>
+  `gone AS (
+     DELETE FROM ${rppdTable(schema, 'rppd_event_queue')} WHERE id = ANY(${ids}::bigint[]) ${where} RETURNING id),
+   state AS (
+     DELETE FROM ${rppdTable(schema, 'rppd_event_state')} WHERE event_id IN (SELECT id FROM gone))`;
+
 export async function deleteEvents(db: pg.ClientBase, schema: string, ids: string[]): Promise<number> {
   if (ids.length === 0) return 0;
-  const res = await db.query(`DELETE FROM ${rppdTable(schema, 'rppd_event_queue')} WHERE id = ANY($1::bigint[])`, [
-    ids,
-  ]);
-  return res.rowCount ?? 0;
+  const { rows } = await db.query<{ deleted: number }>(
+    `WITH ${deleteEventsSql(schema, '$1')} SELECT count(*)::int AS deleted FROM gone`,
+    [ids],
+  );
+  return rows[0]?.deleted ?? 0;
 }
 
 /**
@@ -68,9 +78,7 @@ export async function deleteEventsFenced(
 ): Promise<{ held: boolean; deleted: number }> {
   const { rows } = await db.query<{ held: boolean; deleted: number }>(
     `WITH lease AS (${leaseHeldSql(schema, '$2', '$3')}),
-     gone AS (
-       DELETE FROM ${rppdTable(schema, 'rppd_event_queue')}
-        WHERE id = ANY($1::bigint[]) AND EXISTS (SELECT 1 FROM lease) RETURNING 1)
+     ${deleteEventsSql(schema, '$1', 'AND EXISTS (SELECT 1 FROM lease)')}
      SELECT EXISTS (SELECT 1 FROM lease) AS held, (SELECT count(*) FROM gone)::int AS deleted`,
     [ids, fence.nodeId, fence.epoch],
   );
@@ -85,10 +93,10 @@ export async function addDoneFunctions(
 ): Promise<void> {
   if (done.length === 0) return;
   await db.query(
-    `UPDATE ${rppdTable(schema, 'rppd_event_queue')} q
-        SET done_fns = q.done_fns || d.fns
-       FROM jsonb_to_recordset($1::jsonb) AS d(id bigint, fns int[])
-      WHERE q.id = d.id`,
+    `INSERT INTO ${rppdTable(schema, 'rppd_event_state')} AS s (event_id, done_fns)
+     SELECT d.id, d.fns FROM jsonb_to_recordset($1::jsonb) AS d(id bigint, fns int[])
+      WHERE EXISTS (SELECT 1 FROM ${rppdTable(schema, 'rppd_event_queue')} q WHERE q.id = d.id)
+     ON CONFLICT (event_id) DO UPDATE SET done_fns = s.done_fns || excluded.done_fns`,
     [JSON.stringify(done)],
   );
 }
@@ -101,12 +109,21 @@ export async function recordAttempts(
 ): Promise<void> {
   if (attempts.length === 0) return;
   await db.query(
-    `UPDATE ${rppdTable(schema, 'rppd_event_queue')} q
-        SET attempts = d.attempts, last_error = d.error
-       FROM jsonb_to_recordset($1::jsonb) AS d(id bigint, attempts int, error text)
-      WHERE q.id = d.id`,
+    `INSERT INTO ${rppdTable(schema, 'rppd_event_state')} AS s (event_id, attempts, last_error)
+     SELECT d.id, d.attempts, d.error FROM jsonb_to_recordset($1::jsonb) AS d(id bigint, attempts int, error text)
+      WHERE EXISTS (SELECT 1 FROM ${rppdTable(schema, 'rppd_event_queue')} q WHERE q.id = d.id)
+     ON CONFLICT (event_id) DO UPDATE SET attempts = greatest(s.attempts, excluded.attempts), last_error = excluded.last_error`,
     [JSON.stringify(attempts)],
   );
+}
+
+/** State rows whose event is gone (deleted by hand, or by a master that failed between the two). */
+export async function deleteOrphanStates(db: pg.ClientBase | pg.Pool, schema: string): Promise<number> {
+  const res = await db.query(
+    `DELETE FROM ${rppdTable(schema, 'rppd_event_state')} s
+      WHERE NOT EXISTS (SELECT 1 FROM ${rppdTable(schema, 'rppd_event_queue')} q WHERE q.id = s.event_id)`,
+  );
+  return res.rowCount ?? 0;
 }
 
 export async function countEvents(db: pg.ClientBase | pg.Pool, schema: string): Promise<number> {
