@@ -23,6 +23,11 @@ export interface BenchContext {
   record(row: ResultRow): ResultRow;
   /** A new database on the shared server with src and sink; returns its URL. */
   freshDb(label: string): Promise<string>;
+  /**
+   * Drop a database once its run is measured: left in place, its dead rows (a drained queue)
+   * keep autovacuum busy during the next run, a different amount each time.
+   */
+  dropDb(url: string): Promise<void>;
   find(workload: string, system: string, metric: string, caseName?: string): ResultRow | undefined;
   log(message: string): void;
   /** Starts measuring the CPU other processes on the machine use (it is shared). */
@@ -50,6 +55,10 @@ export function makeContext(pg: PgServer, options: BenchOptions): BenchContext {
       const url = await pg.createDatabase(name);
       await sql(url, BENCH_TABLES);
       return url;
+    },
+    async dropDb(url) {
+      const name = decodeURIComponent(new URL(url).pathname.slice(1));
+      await sql(pg.url, `DROP DATABASE IF EXISTS "${name.replace(/"/g, '""')}" WITH (FORCE)`);
     },
     find(workload, system, metric, caseName) {
       return ctx.results.find(

@@ -10,6 +10,7 @@ import { unquoteIdent } from './db/ident.ts';
 import { startListener } from './db/listener.ts';
 import { makePool } from './db/pool.ts';
 import { deleteOrphanStates } from './db/queries/events.ts';
+import { functionsVersion } from './db/queries/functions.ts';
 import { cleanupLogs } from './db/queries/logs.ts';
 import { announceNodes, currentMaster, loadNodes, type NodeRow } from './db/queries/nodes.ts';
 import { type ClusterExecutor, makeClusterExecutor } from './dispatch/clusterExecutor.ts';
@@ -166,6 +167,8 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
     cluster = term;
     dispatcher = d;
     d.start();
+    // A NOTIFY sent before LISTEN took effect is lost: read again once it has.
+    void listener.listen('rppd_event').then(() => d.wake());
   }
   /** Runs not yet started are dropped, running ones get the grace period; then the term's connections close. */
   async function stopMaster(): Promise<void> {
@@ -173,6 +176,7 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
     const c = cluster;
     dispatcher = null;
     cluster = null;
+    void listener.unlisten('rppd_event');
     c?.retire();
     try {
       await d?.stop(settings.shutdownGraceMs);
@@ -251,6 +255,7 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
         cluster?.refresh();
         events.emit('config:reloaded', { table });
         // No master (one just released the lease): try at once. The master checks its own row.
+        if (master === null) lease.masterGone();
         if (master === null || lease.epoch() !== null) void lease.tick();
       } else {
         if (table === 'rppd_cron') cron?.reload();
@@ -263,7 +268,8 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
 
   const listener = startListener({
     url: settings.url,
-    channels: ['rppd_event', 'rppd_config'],
+    // rppd_event only while master (startMaster): every NOTIFY wakes each backend that listens.
+    channels: ['rppd_config'],
     onNotify: (channel, payload) => {
       if (channel === 'rppd_event') {
         if (unquoteIdent(payload) === schema) dispatcher?.wake();
@@ -281,9 +287,18 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
     onError: (error) => events.emit('db:error', { where: 'listen', error }),
   });
 
+  // Every change of rppd_function raises rppd_wake.functions_version: the slow poll reads that
+  // number and reloads only when it moved (a NOTIFY was lost), not every function's code.
+  const pollFunctions = async (): Promise<void> => {
+    try {
+      if ((await functionsVersion(pool, schema)) > registry.version()) await reloadConfig('rppd_function');
+    } catch (error) {
+      events.emit('db:error', { where: 'reload rppd_function', error: error as Error });
+    }
+  };
   const maintenance = setInterval(() => {
     cron?.reload();
-    void reloadConfig('rppd_function');
+    void pollFunctions();
     void reloadConfig('rppd_config');
     if (dispatcher) {
       cleanupLogs(pool, schema).catch((error) => events.emit('db:error', { where: 'cleanup', error }));

@@ -82,6 +82,7 @@ export async function runW1(ctx: BenchContext): Promise<void> {
         }
       }
     }
+    for (const url of new Set(list.map((v) => v.url))) await ctx.dropDb(url);
     const base = median(list[0]!.tps);
     const caseName = `${clients} client${clients > 1 ? 's' : ''}, ${rounds}×${seconds} s`;
     for (const v of list) {

@@ -58,13 +58,13 @@ const median = (xs: number[]) => {
 
 /**
  * 3 nodes vs 1 on this machine. One pair of runs differs by up to ±10 % from run to run
- * (0.91, 1.01 and 1.11 in three pairs back to back), so the line runs `rounds` pairs,
+ * (0.91, 1.01 and 1.11 in three pairs back to back), so the line runs `rounds` (5) pairs,
  * alternating which goes first, and compares the medians.
  */
 async function runMultiNode(ctx: BenchContext, caseName: string): Promise<void> {
   const rppdSystem = ctx.systems.find((s) => s.name === 'rppd');
   if (!rppdSystem) return;
-  const rounds = ctx.options.quick ? 1 : 3;
+  const rounds = ctx.options.quick ? 1 : 5;
   const one: ThroughputResult[] = [];
   const three: ThroughputResult[] = [];
   for (let round = 1; round <= rounds; round++) {

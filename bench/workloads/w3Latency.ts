@@ -100,6 +100,7 @@ async function measure(ctx: BenchContext, system: BenchSystem, rate: number): Pr
     };
   } finally {
     await running?.stop();
+    await ctx.dropDb(url);
   }
 }
 

@@ -139,7 +139,8 @@ export async function runW6(ctx: BenchContext): Promise<void> {
   const results: Record<string, DrainResult> = {};
   for (const system of ctx.systems) {
     const events = system.name === 'rppd' ? w6Events : w6PeerEvents;
-    const { url: _url, ...r } = await drain(ctx, system, events);
+    const { url, ...r } = await drain(ctx, system, events);
+    await ctx.dropDb(url);
     results[system.name] = r;
     ctx.data[`W6 ${system.name}`] = r;
     const caseName = `${events.toLocaleString('en-US')}-event backlog`;

@@ -35,6 +35,8 @@ export interface LeaseKeeper {
   start(): void;
   /** Run one round now (tests, config changes); a round already running is followed by another. */
   tick(): Promise<void>;
+  /** rppd_config shows no master now (one released the lease): the next round tries to take it. */
+  masterGone(): void;
   epoch(): string | null;
   /**
    * Whether this node may act as master right now: it holds an epoch and its last
@@ -85,12 +87,16 @@ export function makeLeaseKeeper(o: LeaseKeeperOptions): LeaseKeeper {
           const old = epoch;
           lose('node no longer eligible');
           await releaseLease(o.pool, o.schema, id, old);
-        } else if (await renewLease(o.pool, o.schema, id, epoch, o.leaseMs)) {
+        } else if (await renewLease(o.pool, o.schema, id, epoch, o.leaseMs, o.stats())) {
           renewedAt = sentAt;
+          // The renewal was the heartbeat too.
+          masterLeaseEnds = null;
+          o.onHeartbeat?.({ id, epoch, leaseLeftMs: o.leaseMs });
+          return;
         } else {
           lose('another node holds the lease');
         }
-      } else if (o.eligible() && !draining) {
+      } else if (o.eligible() && !draining && !masterHoldsLease()) {
         const client = await o.pool.connect();
         const sentAt = performance.now();
         let lease: Awaited<ReturnType<typeof tryAcquireLease>>;
@@ -118,6 +124,12 @@ export function makeLeaseKeeper(o: LeaseKeeperOptions): LeaseKeeper {
       // Unable to renew: stop acting as master before others may take over.
       if (epoch !== null && !trusted()) lose('lease could not be renewed');
     }
+  }
+
+  // While the last heartbeat showed another node's lease running, trying to take it is three
+  // round trips that cannot succeed; schedule() runs the next round just after that lease ends.
+  function masterHoldsLease(): boolean {
+    return masterLeaseEnds !== null && performance.now() < masterLeaseEnds;
   }
 
   function trusted(): boolean {
@@ -156,6 +168,9 @@ export function makeLeaseKeeper(o: LeaseKeeperOptions): LeaseKeeper {
       void tick().finally(schedule);
     },
     tick,
+    masterGone() {
+      masterLeaseEnds = null;
+    },
     epoch: () => epoch,
     valid: () => epoch !== null && trusted(),
     drain() {

@@ -234,19 +234,23 @@ export async function tryAcquireLease(
   }
 }
 
-/** Renew our lease; false when we no longer hold it (another node took over). */
+/**
+ * Renew our lease, and beat with the same write (the master's round is one UPDATE); false when we
+ * no longer hold it (another node took over).
+ */
 export async function renewLease(
   db: pg.ClientBase | pg.Pool,
   schema: string,
   id: number,
   epoch: string,
   leaseMs: number,
+  stats: Record<string, unknown>,
 ): Promise<boolean> {
   const res = await db.query(
     `UPDATE ${rppdTable(schema, 'rppd_config')}
-        SET lease_until = now() + make_interval(secs => $3::float8 / 1000), heartbeat_at = now()
+        SET lease_until = now() + make_interval(secs => $3::float8 / 1000), heartbeat_at = now(), stats = $4
       WHERE id = $1 AND master AND epoch = $2 AND lease_until >= now()`,
-    [id, epoch, leaseMs],
+    [id, epoch, leaseMs, JSON.stringify(stats)],
   );
   return (res.rowCount ?? 0) > 0;
 }
