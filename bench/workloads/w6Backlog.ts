@@ -55,6 +55,8 @@ export async function drain(
     /** Called once the workers run, and once every event arrived (before they stop). */
     onRunning?: (running: RunningSystem) => void;
     onDrained?: (running: RunningSystem) => void;
+    /** After the measurements, before the workers stop (e.g. wait for a profile to be written). */
+    beforeStop?: (running: RunningSystem) => Promise<void>;
   } = {},
 ): Promise<DrainResult & { url: string }> {
   const url = await ctx.freshDb(`w6_${system.name}`);
@@ -105,6 +107,7 @@ export async function drain(
     const { otherCores } = meter.stop();
     mainHwmMb = Math.max(...r.pids().map((p) => statusMb(p, 'VmHWM')), 0);
     const peakRssMb = sampler.peakRssMb();
+    await options.beforeStop?.(r);
     await running.stop();
     running = undefined;
     const check = await checkSink(url);
