@@ -152,6 +152,7 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
       refreshMs: settings.heartbeatMs,
       spreadCpuIdle: settings.spreadCpuIdle / 100,
       machine,
+      runAhead: settings.runAhead > 0,
       onError: (where, error) => events.emit('db:error', { where, error }),
     });
     d = makeDispatcher({

@@ -59,7 +59,9 @@ const median = (xs: number[]) => {
 /**
  * 3 nodes vs 1 on this machine. One pair of runs differs by up to ±10 % from run to run
  * (0.91, 1.01 and 1.11 in three pairs back to back), so the line runs `rounds` (5) pairs,
- * alternating which goes first, and compares the medians.
+ * alternating which goes first. The figure is the median of the pairs' ratios: the two runs of
+ * a pair are next to each other in time, so a slow spell of the machine falls on both (the
+ * ratio of the two medians, which ignores the pairing, is in the note).
  */
 async function runMultiNode(ctx: BenchContext, caseName: string): Promise<void> {
   const rppdSystem = ctx.systems.find((s) => s.name === 'rppd');
@@ -79,6 +81,8 @@ async function runMultiNode(ctx: BenchContext, caseName: string): Promise<void> 
   ctx.data['W2 rppd 3 nodes rounds'] = three;
   const oneRate = median(one.map((r) => r.rate));
   const threeRate = median(three.map((r) => r.rate));
+  const pairRatios = three.map((r, i) => r.rate / one[i]!.rate);
+  const ratio = median(pairRatios);
   const rates = (rs: ThroughputResult[]) => rs.map((r) => Math.round(r.rate)).join(' / ');
   const allExact = [...one, ...three].every(exact);
   ctx.record({
@@ -88,12 +92,13 @@ async function runMultiNode(ctx: BenchContext, caseName: string): Promise<void> 
     metric: 'events/s, median of rounds',
     value: threeRate,
     unit: 'ev/s',
-    ratio: threeRate / oneRate,
-    ratioTo: 'rppd 1 node, same rounds',
-    target: { text: '≥ 1', pass: threeRate >= oneRate },
+    ratio,
+    ratioTo: 'rppd 1 node: median of the paired rounds',
+    target: { text: '≥ 1', pass: ratio >= 1 },
     otherCores: median(three.map((r) => r.otherCores)),
     note:
       `${allExact ? 'exact' : 'NOT EXACT'} in every round; rounds 3 nodes ${rates(three)}, 1 node ${rates(one)} ev/s ` +
-      `(ratio per round ${three.map((r, i) => (r.rate / one[i]!.rate).toFixed(2)).join(' / ')}); last 3-node run: ${describe(three.at(-1)!)}`,
+      `(ratio per round ${pairRatios.map((x) => x.toFixed(2)).join(' / ')}; ratio of the medians ` +
+      `${(threeRate / oneRate).toFixed(2)}); last 3-node run: ${describe(three.at(-1)!)}`,
   });
 }

@@ -35,6 +35,8 @@ export interface Settings {
   readonly memoryLimitMb: number;
   /** ctx.db.query prepares a statement its connection has run this many times (0: never). */
   readonly prepareThreshold: number;
+  /** JS runs sent ahead to a worker thread per run slot, started there as a slot frees (0: none). */
+  readonly runAhead: number;
   readonly leaseMs: number;
   readonly heartbeatMs: number;
   readonly pollMs: number;
@@ -273,6 +275,13 @@ export const DEFS = {
     defaultText: '5',
     doc: "a JS function's ctx.db.query prepares a statement its connection has run this many times (0: never), as psycopg 3 does",
   }),
+  run_ahead: def<number>({
+    key: 'run_ahead',
+    parse: integer(0, 1),
+    default: () => 1,
+    defaultText: '1',
+    doc: 'JS runs a busy worker thread is sent ahead per run slot, to start as a slot frees (0: none)',
+  }),
   lease_ms: def<number>({
     key: 'lease_ms',
     parse: integer(1, MAX_MS),
@@ -393,6 +402,7 @@ export function describeSettings(settings: Settings | DbSettings): string[] {
     output_limit_bytes: s.outputLimitBytes,
     memory_limit_mb: s.memoryLimitMb,
     prepare_threshold: s.prepareThreshold,
+    run_ahead: s.runAhead,
     lease_ms: s.leaseMs,
     heartbeat_ms: s.heartbeatMs,
     poll_ms: s.pollMs,

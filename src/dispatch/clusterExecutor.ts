@@ -51,6 +51,11 @@ export interface ClusterExecutorOptions {
   spreadCpuIdle: number;
   /** This node's machine: nodes on it are judged by this node's own CPU reading, taken every 200 ms. */
   machine: string;
+  /**
+   * This node takes up to its max_db_connections more runs than it has slots: its JS runtime sends
+   * them ahead to its worker threads (run_ahead); they start as slots free, without a dispatch.
+   */
+  runAhead: boolean;
   onError: (where: string, error: Error) => void;
 }
 
@@ -238,8 +243,13 @@ export function makeClusterExecutor(o: ClusterExecutorOptions): ClusterExecutor 
     return node.alive && node.ready && node.downAt === undefined;
   }
 
+  /** Runs beyond its slots this master may give itself (they wait ahead in its JS worker threads). */
+  function ahead(node: ClusterNode): number {
+    return o.runAhead && node.id === o.selfId ? node.max : 0;
+  }
+
   function free(node: ClusterNode): number {
-    return node.max - node.dispatched - held.countOn(node.id);
+    return node.max + ahead(node) - node.dispatched - held.countOn(node.id);
   }
 
   /**
@@ -258,18 +268,20 @@ export function makeClusterExecutor(o: ClusterExecutorOptions): ClusterExecutor 
     // pays only once this node is busy, and only on a host with CPU to spare (docs/cluster.md, "Dispatch").
     const self = dir.get(o.selfId);
     const selfRuns = self !== undefined && eligible(self, lang);
-    if (selfRuns && free(self) * 2 > self.max) return self;
+    if (selfRuns && (free(self) - ahead(self)) * 2 > self.max) return self;
+    // Free slots first; a run sent ahead here only when no node has one.
     let best: ClusterNode | undefined;
     let bestFree = Number.NEGATIVE_INFINITY;
     for (const node of dir.all()) {
       // A language this node cannot run goes wherever it can.
       if (!eligible(node, lang) || (selfRuns && !spareCpu(node))) continue;
-      const f = free(node);
+      const f = free(node) - ahead(node);
       if (f > bestFree || (f === bestFree && node.id === o.selfId)) {
         best = node;
         bestFree = f;
       }
     }
+    if (bestFree <= 0 && selfRuns && free(self) > 0) return self;
     return best ?? dir.get(o.selfId);
   }
 

@@ -28,6 +28,7 @@ export async function makeRuntimes(settings: Settings, maxWorkers: number, log: 
       ...options,
       prewarm: true,
       prepareThreshold: settings.prepareThreshold,
+      runAhead: settings.runAhead > 0,
       onWorkerError: (message) => log.warn(`js worker crashed between runs: ${message}`),
     }),
   ];

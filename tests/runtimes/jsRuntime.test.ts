@@ -2,7 +2,6 @@
 // failure comes back, and how the worker pool behaves. Waits are on conditions, never sleeps.
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -10,7 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import pg from 'pg';
 import { type JsRuntime, type JsRuntimeOptions, makeJsRuntime } from '../../src/runtimes/js/jsRuntime.ts';
-import type { FunctionDef, RunInput } from '../../src/runtimes/runtime.ts';
+import { event, fn } from '../support/jsRuntimeSupport.ts';
 import { type PgServer, startPg } from '../support/pgServer.ts';
 
 const repoRoot = join(import.meta.dirname, '..', '..');
@@ -20,37 +19,6 @@ let cacheDir: string;
 let rt: JsRuntime;
 const workerErrors: string[] = [];
 const runtimes: JsRuntime[] = [];
-let nextId = 1;
-
-function fn(code: string, overrides: Partial<FunctionDef> = {}): FunctionDef {
-  return {
-    id: nextId++,
-    lang: 'js',
-    code,
-    codeHash: createHash('sha256').update(code).digest('hex'),
-    schemaTable: 'public.src',
-    topic: '.id',
-    timeoutMs: 60_000,
-    verboseDebug: false,
-    fnLogging: false,
-    ...overrides,
-  };
-}
-
-function event(overrides: Partial<RunInput> = {}): RunInput {
-  return {
-    eventId: '42',
-    table: 'public.src',
-    topic: '.id',
-    trig: 1,
-    op: 'INSERT',
-    key: { id: 1 },
-    pk: [1],
-    new: { id: 1, name: 'ada' },
-    old: null,
-    ...overrides,
-  };
-}
 
 function runtime(options: Partial<JsRuntimeOptions> = {}): JsRuntime {
   const created = makeJsRuntime({
@@ -342,7 +310,7 @@ export default async (event: { new: Row | null }, ctx: Ctx): Promise<void> => {
 
   test('a worker that has loaded 32 outdated versions of functions is replaced', async () => {
     const own = runtime({ maxWorkers: 1 });
-    const id = nextId++;
+    const { id } = fn('');
     const counts: string[] = [];
     for (let version = 1; version <= 34; version++) {
       const code = `// version ${version}\nexport default async () => { globalThis.loads = (globalThis.loads ?? 0) + 1; console.log(globalThis.loads); };`;

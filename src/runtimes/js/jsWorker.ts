@@ -11,140 +11,21 @@ import { type MessagePort, parentPort, workerData } from 'node:worker_threads';
 import type pg from 'pg';
 import { isConnectionError } from '../../db/sqlState.ts';
 import { coerceError } from '../../util/errors.ts';
-import type { RunInput } from '../runtime.ts';
 import { makeStatementRunner } from './preparedStatements.ts';
-
-export interface WorkerConfig {
-  rppdJsWorker: true;
-  dbUrl: string;
-  /** Int32 words, see CONTROL_*. */
-  control: SharedArrayBuffer;
-  /** Database connections to open at start, for the thread's first runs (no connect on their path). */
-  preconnect: number;
-  /** ctx.db.query prepares a statement its connection has run this many times (0: never). */
-  prepareThreshold: number;
-}
-
-export interface RunMessage {
-  type: 'run';
-  runId: number;
-  /** The run slot in this thread: its output buffer and its own database connection. */
-  slot: number;
-  /** Set when the slot is new: its output buffer. */
-  output?: SharedArrayBuffer;
-  /** The compiled module file. */
-  path: string;
-  fn: { id: number; schemaTable: string; topic: string };
-  event: RunInput;
-}
-
-/** Runs started in one turn of the parent's event loop travel in one message. */
-export type ToWorker =
-  | { type: 'runs'; runs: RunMessage[] }
-  /** Import a compiled function ahead of its first run; a failure shows at that run. */
-  | { type: 'preload'; fnId: number; path: string }
-  | { type: 'close' };
-
-export interface ResultMessage {
-  type: 'result';
-  runId: number;
-  ok: boolean;
-  kind?: 'function' | 'compile' | 'transient' | 'internal';
-  error?: string;
-  /** Where in the function's code it failed, e.g. "line 3:11". */
-  location?: string;
-  tookMs: number;
-  /** Modules loaded for code that has since changed: they stay in memory until the worker ends. */
-  supersededModules: number;
-}
-
-/** Results of one turn of the worker's event loop travel in one message. */
-export type FromWorker = { type: 'ready' } | { type: 'results'; results: ResultMessage[] };
-
-const FUNCTION_FILE = /fn-\d+-[0-9A-Za-z]+\.mjs/;
-
-/** "line L:C" of the first stack frame inside a function module (TypeScript lines via source maps). */
-export function locateInStack(stack: string | undefined): string | undefined {
-  if (!stack) return undefined;
-  const lines = stack.split('\n');
-  for (const [index, line] of lines.entries()) {
-    if (!FUNCTION_FILE.test(line)) continue;
-    const frame = /:(\d+):(\d+)\)?\s*$/.exec(line);
-    if (frame) {
-      const name = /^\s*at (?:async )?([\w$.<>]+) \(/.exec(line)?.[1];
-      // Default exports are named "default" (esbuild: "fn_1_abc_default"): not worth showing.
-      const inName = name && !name.endsWith('default') ? ` (in ${name})` : '';
-      return `line ${frame[1]}:${frame[2]}${inName}`;
-    }
-    // A SyntaxError while loading starts with "file:///…/fn-1-x.mjs:3", the source line and a caret.
-    const header = /:(\d+)\s*$/.exec(line);
-    if (header && index === 0) {
-      const caret = lines[2]?.indexOf('^') ?? -1;
-      return caret >= 0 ? `line ${header[1]}:${caret + 1}` : `line ${header[1]}`;
-    }
-  }
-  return undefined;
-}
-
-/** "TypeError: x is not a function", with the SQLSTATE for database errors. */
-export function summarize(value: unknown): string {
-  const err = coerceError(value);
-  const code = (err as { code?: unknown }).code;
-  const isSqlState = typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code);
-  // pg names server errors after the protocol message type, 'error'.
-  const name = isSqlState && err.name === 'error' ? 'DatabaseError' : err.name || 'Error';
-  return `${name}: ${err.message}${isSqlState ? ` (SQLSTATE ${code})` : ''}`;
-}
-
-/** Captured output in a SharedArrayBuffer: [bytes used, truncated flag] then the bytes. */
-export class OutputBuffer {
-  private readonly header: Int32Array;
-  private readonly bytes: Uint8Array;
-  private readonly encoder = new TextEncoder();
-
-  constructor(readonly shared: SharedArrayBuffer) {
-    this.header = new Int32Array(shared, 0, 2);
-    this.bytes = new Uint8Array(shared, 8);
-  }
-
-  static create(limitBytes: number): OutputBuffer {
-    return new OutputBuffer(new SharedArrayBuffer(8 + Math.max(0, Math.floor(limitBytes))));
-  }
-
-  get full(): boolean {
-    return Atomics.load(this.header, 1) === 1;
-  }
-
-  reset(): void {
-    Atomics.store(this.header, 0, 0);
-    Atomics.store(this.header, 1, 0);
-  }
-
-  /** Keeps the start: once the limit is reached, everything after it is dropped. */
-  write(text: string): void {
-    if (this.full) return;
-    const used = Atomics.load(this.header, 0);
-    // encodeInto writes whole characters only, so a cut never splits a UTF-8 sequence.
-    const { read, written } = this.encoder.encodeInto(text, this.bytes.subarray(used));
-    Atomics.store(this.header, 0, used + written);
-    if (read < text.length) Atomics.store(this.header, 1, 1);
-  }
-
-  read(): string {
-    const used = Atomics.load(this.header, 0);
-    const text = Buffer.from(this.shared, 8, used).toString('utf8');
-    if (!this.full) return text;
-    const separator = text === '' || text.endsWith('\n') ? '' : '\n';
-    return `${text}${separator}[rppd: output truncated at ${this.bytes.length} bytes]`;
-  }
-}
+import {
+  CONTROL_CRASH_RUN,
+  CONTROL_EXIT_RUN,
+  type FromWorker,
+  locateInStack,
+  OutputBuffer,
+  type ResultMessage,
+  type RunMessage,
+  summarize,
+  type ToWorker,
+  type WorkerConfig,
+} from './workerProtocol.ts';
 
 const CAPTURED = ['log', 'info', 'warn', 'error', 'debug'] as const;
-
-/** Control words shared with the parent: which run called process.exit / threw an uncaught error. */
-export const CONTROL_EXIT_RUN = 0;
-export const CONTROL_CRASH_RUN = 1;
-export const CONTROL_WORDS = 2;
 
 /** The run a piece of code belongs to (AsyncLocalStorage store). */
 interface RunState {
@@ -422,19 +303,42 @@ function serve(port: MessagePort, config: WorkerConfig): void {
       });
       return;
     }
-    run(message, slot).then(
-      (result) => report({ ...result, supersededModules }),
-      (err: unknown) =>
-        report({
-          type: 'result',
-          runId: message.runId,
-          ok: false,
-          kind: 'internal',
-          error: `rppd worker failed: ${summarize(err)}`,
-          tookMs: 0,
-          supersededModules,
-        }),
+    const ended = (result: Omit<ResultMessage, 'supersededModules'>): void => {
+      const next = claimAhead();
+      if (!next) {
+        report({ ...result, supersededModules });
+        return;
+      }
+      // The slot goes to the next run at once: this run's output leaves with its result.
+      const output = slot.output.read();
+      slot.output.reset();
+      report({ ...result, supersededModules, next: next.runId, output });
+      start({ ...next, slot: message.slot, output: undefined });
+    };
+    run(message, slot).then(ended, (err: unknown) =>
+      ended({
+        type: 'result',
+        runId: message.runId,
+        ok: false,
+        kind: 'internal',
+        error: `rppd worker failed: ${summarize(err)}`,
+        tookMs: 0,
+      }),
     );
+  }
+
+  // --- runs sent ahead: started here, in the slot of the run that ends, without a round trip
+  // through the parent's dispatcher (bench/README.md, finding 23) ---
+  const claims = new Int32Array(config.claims);
+  const ahead: RunMessage[] = [];
+
+  /** The oldest run sent ahead that the parent has not taken back, now claimed; undefined if none. */
+  function claimAhead(): RunMessage | undefined {
+    for (let next = ahead.shift(); next; next = ahead.shift()) {
+      const { index, token } = next.ahead!;
+      if (Atomics.compareExchange(claims, index, token, -token) === token) return next;
+    }
+    return undefined;
   }
 
   port.on('message', (message: ToWorker) => {
@@ -446,7 +350,10 @@ function serve(port: MessagePort, config: WorkerConfig): void {
       loadModule(message.fnId, message.path).catch(() => undefined);
       return;
     }
-    for (const m of message.runs) start(m);
+    for (const m of message.runs) {
+      if (m.ahead) ahead.push(m);
+      else start(m);
+    }
   });
   preconnect(config.preconnect);
   port.postMessage({ type: 'ready' } satisfies FromWorker);

@@ -15,7 +15,7 @@ import {
   type RunMessage,
   type ToWorker,
   type WorkerConfig,
-} from './jsWorker.ts';
+} from './workerProtocol.ts';
 
 /** How a run ended, before the runtime adds where it ran. */
 export interface Outcome {
@@ -52,6 +52,17 @@ interface Current {
   resolve(finished: Finished): void;
 }
 
+/** A run sent ahead to a thread whose slots were all busy: the thread starts it when one frees. */
+export interface Ahead {
+  message: Omit<RunMessage, 'slot' | 'output' | 'ahead'>;
+  timeoutMs: number;
+  index: number;
+  token: number;
+  /** performance.now() when it was sent. */
+  sentAt: number;
+  resolve(finished: Finished): void;
+}
+
 /** One worker thread and the runs it is doing, each in a run slot (output buffer + DB connection). */
 export class WorkerHandle {
   readonly ready: Promise<void>;
@@ -72,6 +83,10 @@ export class WorkerHandle {
   private readonly freeSlots: number[] = [];
   private readonly runs = new Map<number, Current>();
   private outbox: RunMessage[] = [];
+  /** Runs sent ahead and not yet started, oldest first; their places in the claims words. */
+  private readonly ahead = new Map<number, Ahead>();
+  private readonly claims: Int32Array;
+  private readonly freeClaims: number[];
   /** Why the thread is being stopped (a run timed out): the other runs' failure message. */
   private stopReason: string | undefined;
 
@@ -84,10 +99,17 @@ export class WorkerHandle {
     prepareThreshold: number,
     /** Called once when the thread is gone; with a reason when it died with no run to blame. */
     private readonly onLost: (handle: WorkerHandle, crash?: string) => void,
+    /** Runs the thread may be sent ahead at once. */
+    readonly aheadCapacity = 0,
+    /** A run sent ahead was started by the thread (it counts as running from now on). */
+    private readonly onAheadStarted: (runId: number) => void = () => undefined,
   ) {
     const control = new SharedArrayBuffer(CONTROL_WORDS * 4);
     this.control = new Int32Array(control);
-    const workerData: WorkerConfig = { rppdJsWorker: true, dbUrl, control, preconnect, prepareThreshold };
+    const claims = new SharedArrayBuffer(Math.max(1, aheadCapacity) * 4);
+    this.claims = new Int32Array(claims);
+    this.freeClaims = Array.from({ length: aheadCapacity }, (_, i) => aheadCapacity - 1 - i);
+    const workerData: WorkerConfig = { rppdJsWorker: true, dbUrl, control, claims, preconnect, prepareThreshold };
     this.thread = new Worker(entryPath, {
       workerData,
       // The bundled entry is plain JavaScript: the parent's loader flags (tsx) are not needed.
@@ -120,7 +142,7 @@ export class WorkerHandle {
       for (const result of message.results) {
         this.supersededModules = result.supersededModules;
         const { ok, kind, error, location, tookMs } = result;
-        this.settle(result.runId, { ok, kind, error, location, tookMs });
+        this.settle(result.runId, { ok, kind, error, location, tookMs }, result.output, result.next);
       }
     });
     // An uncaught exception or unhandled rejection ends the worker with 'error' then 'exit';
@@ -148,10 +170,71 @@ export class WorkerHandle {
   }
 
   execute(message: Omit<RunMessage, 'slot' | 'output'>, timeoutMs: number): Promise<Finished> {
-    if (!this.alive) {
-      const error = `Interrupted: ${this.stopReason ?? 'the worker stopped'} before the run began; the run is retried`;
-      return Promise.resolve({ ok: false, kind: 'internal', error, tookMs: 0, output: '' });
+    if (!this.alive) return Promise.resolve(this.notBegun());
+    return new Promise((resolve) => this.begin(message, timeoutMs, resolve));
+  }
+
+  /** Runs sent ahead and not yet started. */
+  get waiting(): number {
+    return this.ahead.size;
+  }
+
+  /** When the oldest run sent ahead and not yet started was sent (performance.now()); undefined if none. */
+  get oldestAhead(): number | undefined {
+    for (const entry of this.ahead.values()) return entry.sentAt;
+    return undefined;
+  }
+
+  /** Whether a run may be sent ahead now: the thread is alive and has room for it. */
+  get takesAhead(): boolean {
+    return this.alive && !this.retiring && this.freeClaims.length > 0;
+  }
+
+  /** Send a run ahead: the thread starts it in the slot of its next run to end (see RunMessage.ahead). */
+  enqueue(message: Omit<RunMessage, 'slot' | 'output' | 'ahead'>, timeoutMs: number): Promise<Finished> {
+    const index = this.freeClaims.pop();
+    if (!this.alive || index === undefined) return Promise.resolve(this.notBegun());
+    // A token that differs from this place's previous ones: a stale copy in the thread never matches.
+    const token = (message.runId % 0x3fffffff) + 1;
+    Atomics.store(this.claims, index, token);
+    return new Promise((resolve) => {
+      this.ahead.set(message.runId, { message, timeoutMs, index, token, sentAt: performance.now(), resolve });
+      if (this.outbox.push({ ...message, slot: -1, ahead: { index, token } }) === 1)
+        setImmediate(() => this.sendRuns());
+    });
+  }
+
+  /**
+   * Takes back the oldest run sent ahead that the thread has not started, to start it elsewhere;
+   * undefined when there is none (the thread may have just claimed it: it reports that).
+   */
+  takeBack(): Ahead | undefined {
+    for (const entry of this.ahead.values()) {
+      if (Atomics.compareExchange(this.claims, entry.index, entry.token, 0) !== entry.token) continue;
+      this.ahead.delete(entry.message.runId);
+      this.freeClaims.push(entry.index);
+      return entry;
     }
+    return undefined;
+  }
+
+  private notBegun(): Finished {
+    const error = `Interrupted: ${this.stopReason ?? 'the worker stopped'} before the run began; the run is retried`;
+    return { ok: false, kind: 'internal', error, tookMs: 0, output: '' };
+  }
+
+  /** A run sent ahead that the thread claimed: it runs in `slot` from now on. */
+  private promote(runId: number, slot: number): void {
+    const entry = this.ahead.get(runId);
+    if (!entry) return;
+    this.ahead.delete(runId);
+    Atomics.store(this.claims, entry.index, 0);
+    this.freeClaims.push(entry.index);
+    this.track(entry.message.runId, slot, entry.timeoutMs, entry.resolve);
+    this.onAheadStarted(runId);
+  }
+
+  private begin(message: Omit<RunMessage, 'slot' | 'output'>, timeoutMs: number, resolve: (f: Finished) => void): void {
     let slot = this.freeSlots.pop();
     let output: SharedArrayBuffer | undefined;
     if (slot === undefined) {
@@ -162,18 +245,20 @@ export class WorkerHandle {
     } else {
       this.outputs[slot]!.reset();
     }
-    const runSlot = slot;
-    return new Promise((resolve) => {
-      const startedAt = performance.now();
-      const limit = Math.min(Math.max(1, timeoutMs), MAX_TIMER_MS);
-      const timer = setTimeout(() => {
-        const error = `Timeout: ran longer than ${timeoutMs} ms (worker stopped)`;
-        this.settle(message.runId, { ok: false, kind: 'timeout', error, tookMs: this.elapsed(message.runId) });
-        this.interruptAll('another function in the same worker timed out');
-      }, limit);
-      this.runs.set(message.runId, { runId: message.runId, slot: runSlot, startedAt, timer, resolve });
-      if (this.outbox.push({ ...message, slot: runSlot, output }) === 1) setImmediate(() => this.sendRuns());
-    });
+    this.track(message.runId, slot, timeoutMs, resolve);
+    if (this.outbox.push({ ...message, slot, output }) === 1) setImmediate(() => this.sendRuns());
+  }
+
+  /** The run is in progress in `slot`: its timeout runs from now. */
+  private track(runId: number, slot: number, timeoutMs: number, resolve: (f: Finished) => void): void {
+    const startedAt = performance.now();
+    const limit = Math.min(Math.max(1, timeoutMs), MAX_TIMER_MS);
+    const timer = setTimeout(() => {
+      const error = `Timeout: ran longer than ${timeoutMs} ms (worker stopped)`;
+      this.settle(runId, { ok: false, kind: 'timeout', error, tookMs: this.elapsed(runId) });
+      this.interruptAll('another function in the same worker timed out');
+    }, limit);
+    this.runs.set(runId, { runId, slot, startedAt, timer, resolve });
   }
 
   /** Runs started in this turn of the event loop go to the thread in one message (fewer wake-ups). */
@@ -185,30 +270,67 @@ export class WorkerHandle {
       // A lost thread has settled its runs already (settle ignores those); a stopped one has not.
       const error = `Interrupted: ${this.stopReason ?? 'the worker stopped'} before the run began; the run is retried`;
       for (const run of runs) this.settle(run.runId, { ok: false, kind: 'internal', error, tookMs: 0 });
+      this.settleAhead(error);
       return;
     }
     try {
       this.thread.postMessage({ type: 'runs', runs } satisfies ToWorker);
     } catch (err) {
       const error = `cannot pass the event to the worker: ${describeError(err)}`;
-      for (const run of runs) this.settle(run.runId, { ok: false, kind: 'internal', error, tookMs: 0 });
+      for (const run of runs) {
+        this.settle(run.runId, { ok: false, kind: 'internal', error, tookMs: 0 });
+        const entry = run.ahead ? this.ahead.get(run.runId) : undefined;
+        if (entry && Atomics.compareExchange(this.claims, entry.index, entry.token, 0) === entry.token) {
+          this.ahead.delete(run.runId);
+          this.freeClaims.push(entry.index);
+          entry.resolve({ ok: false, kind: 'internal', error, tookMs: 0, output: '' });
+        }
+      }
     }
   }
 
-  /** Ends the run, if still in progress, with this outcome. */
-  settle(runId: number, outcome: Outcome): void {
+  /**
+   * Ends the run, if still in progress, with this outcome. `output` when the thread read it
+   * (it gave the slot to `next`, a run sent ahead, which runs in it from now on).
+   */
+  settle(runId: number, outcome: Outcome, output?: string, next?: number): void {
     const current = this.runs.get(runId);
     if (!current) return;
     this.runs.delete(runId);
     clearTimeout(current.timer);
-    const output = this.outputs[current.slot]!.read();
-    this.freeSlots.push(current.slot);
-    current.resolve({ ...outcome, output });
+    const text = output ?? this.outputs[current.slot]!.read();
+    if (next !== undefined && this.ahead.has(next)) this.promote(next, current.slot);
+    else this.freeSlots.push(current.slot);
+    current.resolve({ ...outcome, output: text });
   }
 
-  /** Ends every run in progress with this outcome. */
+  /** Ends every run in progress with this outcome; runs sent ahead that did not start are retried. */
   settleAll(outcome: Outcome): void {
+    this.claimedAheadAreRunning();
     for (const runId of [...this.runs.keys()]) this.settle(runId, { ...outcome, tookMs: this.elapsed(runId) });
+    const error = `Interrupted: ${this.stopReason ?? 'the worker stopped'} before the run began; the run is retried`;
+    this.settleAhead(error);
+  }
+
+  /** Runs sent ahead that the thread claimed before its report of it arrived: they are running. */
+  private claimedAheadAreRunning(): void {
+    for (const entry of [...this.ahead.values()]) {
+      if (Atomics.load(this.claims, entry.index) !== -entry.token) continue;
+      const slot = this.outputs.length;
+      // Its slot is unknown here; its output is lost with the thread.
+      this.outputs.push(OutputBuffer.create(0));
+      this.promote(entry.message.runId, slot);
+    }
+  }
+
+  /** Runs sent ahead and not started end as not begun (the dispatcher runs them again). */
+  private settleAhead(error: string): void {
+    for (const entry of [...this.ahead.values()]) {
+      if (Atomics.compareExchange(this.claims, entry.index, entry.token, 0) !== entry.token) continue;
+      this.ahead.delete(entry.message.runId);
+      this.freeClaims.push(entry.index);
+      entry.resolve({ ok: false, kind: 'internal', error, tookMs: 0, output: '' });
+    }
   }
 
   /** Stops the thread (the only way to stop a sync loop); its other runs fail as internal. */
@@ -258,6 +380,7 @@ export class WorkerHandle {
       this.onLost(this);
       return;
     }
+    this.claimedAheadAreRunning();
     let blamed: number | undefined;
     if (this.runs.has(culprit)) blamed = culprit;
     else if (culprit === 0 && this.runs.size === 1) blamed = [...this.runs.keys()][0];
