@@ -8,28 +8,17 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
-import { type JsRuntime, type JsRuntimeOptions, makeJsRuntime } from '../../src/runtimes/js/jsRuntime.ts';
+import type { JsRuntime } from '../../src/runtimes/js/jsRuntime.ts';
 import type { RunResult } from '../../src/runtimes/runtime.ts';
-import { event, fn } from '../support/jsRuntimeSupport.ts';
+import { event, fn, runtimeMaker } from '../support/jsRuntimeSupport.ts';
 import { type PgServer, startPg } from '../support/pgServer.ts';
 
 let server: PgServer;
 let db: pg.Pool;
 let cacheDir: string;
-const runtimes: JsRuntime[] = [];
 
-function runtime(options: Partial<JsRuntimeOptions>): JsRuntime {
-  const created = makeJsRuntime({
-    dbUrl: server.url,
-    maxWorkers: 2,
-    outputLimitBytes: 64 * 1024,
-    memoryLimitMb: 64,
-    cacheDir,
-    ...options,
-  });
-  runtimes.push(created);
-  return created;
-}
+const runtimes = runtimeMaker(() => ({ dbUrl: server.url, cacheDir }));
+const runtime = runtimes.create;
 
 // Records when it ran, on which connection, and how many ran at once; prints its own tag.
 const recorded = fn(`export default async (event, ctx) => {
@@ -64,7 +53,7 @@ describe('JS runtime: runs sent ahead', () => {
     cacheDir = mkdtempSync(join(tmpdir(), 'rppd-js-ahead-'));
   });
   after(async () => {
-    await Promise.all(runtimes.map((r) => r.close(1000)));
+    await runtimes.closeAll();
     await db?.end();
     await server?.stop();
     rmSync(cacheDir, { recursive: true, force: true });

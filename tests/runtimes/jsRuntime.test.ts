@@ -8,8 +8,8 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { promisify } from 'node:util';
 import pg from 'pg';
-import { type JsRuntime, type JsRuntimeOptions, makeJsRuntime } from '../../src/runtimes/js/jsRuntime.ts';
-import { event, fn } from '../support/jsRuntimeSupport.ts';
+import type { JsRuntime } from '../../src/runtimes/js/jsRuntime.ts';
+import { event, fn, runtimeMaker } from '../support/jsRuntimeSupport.ts';
 import { type PgServer, startPg } from '../support/pgServer.ts';
 
 const repoRoot = join(import.meta.dirname, '..', '..');
@@ -18,20 +18,9 @@ let db: pg.Pool;
 let cacheDir: string;
 let rt: JsRuntime;
 const workerErrors: string[] = [];
-const runtimes: JsRuntime[] = [];
 
-function runtime(options: Partial<JsRuntimeOptions> = {}): JsRuntime {
-  const created = makeJsRuntime({
-    dbUrl: server.url,
-    maxWorkers: 2,
-    outputLimitBytes: 64 * 1024,
-    memoryLimitMb: 64,
-    cacheDir,
-    ...options,
-  });
-  runtimes.push(created);
-  return created;
-}
+const runtimes = runtimeMaker(() => ({ dbUrl: server.url, cacheDir }));
+const runtime = runtimes.create;
 
 async function waitFor(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 60_000): Promise<void> {
   const deadline = Date.now() + timeoutMs;
@@ -74,7 +63,7 @@ describe('JS/TS runtime', () => {
   });
 
   after(async () => {
-    await Promise.all(runtimes.map((r) => r.close(1_000)));
+    await runtimes.closeAll();
     await db?.end();
     await server?.stop();
     rmSync(cacheDir, { recursive: true, force: true });
