@@ -1,4 +1,5 @@
 // What every workload gets: the server, the options, the systems, and where results go.
+import { quoteIdent } from '../src/db/ident.ts';
 import type { PgServer } from '../tests/support/pgServer.ts';
 import { BENCH_TABLES, sql } from './db.ts';
 import { type LoadMeter, loadMeter } from './measure.ts';
@@ -58,7 +59,7 @@ export function makeContext(pg: PgServer, options: BenchOptions): BenchContext {
     },
     async dropDb(url) {
       const name = decodeURIComponent(new URL(url).pathname.slice(1));
-      await sql(pg.url, `DROP DATABASE IF EXISTS "${name.replace(/"/g, '""')}" WITH (FORCE)`);
+      await sql(pg.url, `DROP DATABASE IF EXISTS ${quoteIdent(name)} WITH (FORCE)`);
     },
     find(workload, system, metric, caseName) {
       return ctx.results.find(

@@ -25,6 +25,7 @@ import { type Logger, logNodeEvents, makeLogger } from './log/logger.ts';
 import { lateHandlers, startRpcServer } from './rpc/rpcServer.ts';
 import { checkBindSecurity, type RpcSecurity } from './rpc/security.ts';
 import { makeRuntimes } from './runtimes/makeRuntimes.ts';
+import { coerceError } from './util/errors.ts';
 import { VERSION } from './version.ts';
 
 export interface RunningNode {
@@ -294,7 +295,7 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
     try {
       if ((await functionsVersion(pool, schema)) > registry.version()) await reloadConfig('rppd_function');
     } catch (error) {
-      events.emit('db:error', { where: 'reload rppd_function', error: error as Error });
+      events.emit('db:error', { where: 'reload rppd_function', error: coerceError(error) });
     }
   };
   const maintenance = setInterval(() => {

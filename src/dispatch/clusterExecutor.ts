@@ -248,8 +248,13 @@ export function makeClusterExecutor(o: ClusterExecutorOptions): ClusterExecutor 
     return o.runAhead && node.id === o.selfId ? node.max : 0;
   }
 
+  /** Run slots not taken; free() adds the runs this master may send ahead to its own threads. */
+  function slotsFree(node: ClusterNode): number {
+    return node.max - node.dispatched - held.countOn(node.id);
+  }
+
   function free(node: ClusterNode): number {
-    return node.max + ahead(node) - node.dispatched - held.countOn(node.id);
+    return slotsFree(node) + ahead(node);
   }
 
   /**
@@ -268,14 +273,14 @@ export function makeClusterExecutor(o: ClusterExecutorOptions): ClusterExecutor 
     // pays only once this node is busy, and only on a host with CPU to spare (docs/cluster.md, "Dispatch").
     const self = dir.get(o.selfId);
     const selfRuns = self !== undefined && eligible(self, lang);
-    if (selfRuns && (free(self) - ahead(self)) * 2 > self.max) return self;
+    if (selfRuns && slotsFree(self) * 2 > self.max) return self;
     // Free slots first; a run sent ahead here only when no node has one.
     let best: ClusterNode | undefined;
     let bestFree = Number.NEGATIVE_INFINITY;
     for (const node of dir.all()) {
       // A language this node cannot run goes wherever it can.
       if (!eligible(node, lang) || (selfRuns && !spareCpu(node))) continue;
-      const f = free(node) - ahead(node);
+      const f = slotsFree(node);
       if (f > bestFree || (f === bestFree && node.id === o.selfId)) {
         best = node;
         bestFree = f;

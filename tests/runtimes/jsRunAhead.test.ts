@@ -12,6 +12,7 @@ import type { JsRuntime } from '../../src/runtimes/js/jsRuntime.ts';
 import type { RunResult } from '../../src/runtimes/runtime.ts';
 import { event, fn, runtimeMaker } from '../support/jsRuntimeSupport.ts';
 import { type PgServer, startPg } from '../support/pgServer.ts';
+import { waitFor } from '../support/waitFor.ts';
 
 let server: PgServer;
 let db: pg.Pool;
@@ -31,14 +32,6 @@ const recorded = fn(`export default async (event, ctx) => {
   await ctx.db.query('insert into ahead_log (tag, pid) values ($1, $2)', [tag, rows[0].pid]);
   console.log('end', tag);
 };`);
-
-async function until(check: () => boolean, what: string): Promise<void> {
-  const deadline = Date.now() + 60_000;
-  while (!check()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 5));
-  }
-}
 
 const run = (rt: JsRuntime, tag: number, ms: number, def = recorded) =>
   rt.run(def, event({ key: { id: tag }, new: { id: tag, ms } }));
@@ -101,12 +94,12 @@ describe('JS runtime: runs sent ahead', () => {
     const quick = fn(`export default async (event) => { console.log('quick', event.key.id); };`);
     // One run holds each thread: the loop, then one waiting for the gate.
     const loop = rt.run(stuck, event());
-    await until(() => rt.stats().busy === 1, 'the loop to start');
+    await waitFor(() => rt.stats().busy === 1, { what: 'the loop to start', intervalMs: 5 });
     const first = rt.run(gated, event());
-    await until(() => rt.stats().busy === 2, 'the gated run to start');
+    await waitFor(() => rt.stats().busy === 2, { what: 'the gated run to start', intervalMs: 5 });
     // Both slots busy: these two go ahead, the first of them to the looping thread.
     const waiting = [2, 3].map((id) => rt.run(quick, event({ key: { id } })));
-    await until(() => rt.stats().waiting === 2, 'the runs sent ahead');
+    await waitFor(() => rt.stats().waiting === 2, { what: 'the runs sent ahead', intervalMs: 5 });
     await db.query('UPDATE ahead_gate SET open = true');
     const done: string[] = [];
     const track = (name: string, p: Promise<RunResult>) =>
@@ -129,7 +122,7 @@ describe('JS runtime: runs sent ahead', () => {
     const hang = fn(`export default async () => { while (true) {} };`, { timeoutMs: 500 });
     const quick = fn(`export default async () => { console.log('never'); };`);
     const hung = rt.run(hang, event());
-    await until(() => rt.stats().busy === 1, 'the loop to start');
+    await waitFor(() => rt.stats().busy === 1, { what: 'the loop to start', intervalMs: 5 });
     const behind = rt.run(quick, event());
     const [h, b] = await Promise.all([hung, behind]);
     assert.equal(h.kind, 'timeout');
@@ -148,7 +141,7 @@ describe('JS runtime: runs sent ahead', () => {
     const exits = fn(`export default async () => { process.exit(3); };`);
     const a = rt.run(slowOk, event());
     // Compiling takes its time: make sure the slow run holds the slot before the other is handed over.
-    await until(() => rt.stats().busy === 1, 'the first run to start');
+    await waitFor(() => rt.stats().busy === 1, { what: 'the first run to start', intervalMs: 5 });
     const [ra, b] = await Promise.all([a, rt.run(exits, event())]);
     const a2 = ra;
     assert.deepEqual([a2.ok, a2.output], [true, 'fine\n']);

@@ -133,11 +133,13 @@ export function makeJsRuntime(options: JsRuntimeOptions): JsRuntime {
     return best;
   }
 
-  function assign(handle: WorkerHandle): Ticket {
+  /** The run goes to `handle`: to a free slot (running) or to wait there for one (ahead). */
+  function assign(handle: WorkerHandle, state: Ticket['state'] = 'running'): Ticket {
     clearTimeout(handle.idleTimer);
     handle.load++;
-    active++;
-    return { handle, state: 'running' };
+    if (state === 'running') active++;
+    else ahead++;
+    return { handle, state };
   }
 
   /** The thread to send a run ahead to: the one with the fewest runs waiting there. */
@@ -192,11 +194,7 @@ export function makeJsRuntime(options: JsRuntimeOptions): JsRuntime {
       entry.resolve(notStarted('no worker thread takes runs'));
       return true;
     }
-    clearTimeout(target.idleTimer);
-    target.load++;
-    active++;
-    ticket.handle = target;
-    ticket.state = 'running';
+    Object.assign(ticket, assign(target));
     void target.execute(entry.message, entry.timeoutMs).then(entry.resolve);
     return true;
   }
@@ -213,10 +211,7 @@ export function makeJsRuntime(options: JsRuntimeOptions): JsRuntime {
     while (!closed && active >= maxWorkers && waiters.length > 0 && ahead < aheadCap()) {
       const target = aheadTarget();
       if (!target) break;
-      clearTimeout(target.idleTimer);
-      target.load++;
-      ahead++;
-      waiters.shift()!.resolve({ handle: target, state: 'ahead' });
+      waiters.shift()!.resolve(assign(target, 'ahead'));
     }
     while (waiters.length > 0 && !closed && active < maxWorkers) {
       const best = leastLoaded();

@@ -209,27 +209,36 @@ export class WorkerHandle {
    * undefined when there is none (the thread may have just claimed it: it reports that).
    */
   takeBack(): Ahead | undefined {
-    for (const entry of this.ahead.values()) {
-      if (Atomics.compareExchange(this.claims, entry.index, entry.token, 0) !== entry.token) continue;
-      this.ahead.delete(entry.message.runId);
-      this.freeClaims.push(entry.index);
-      return entry;
-    }
+    for (const entry of this.ahead.values()) if (this.withdraw(entry)) return entry;
     return undefined;
   }
 
+  /** Takes a run sent ahead back unless the thread claimed it first: true when taken. */
+  private withdraw(entry: Ahead): boolean {
+    if (Atomics.compareExchange(this.claims, entry.index, entry.token, 0) !== entry.token) return false;
+    this.forgetAhead(entry);
+    return true;
+  }
+
+  private forgetAhead(entry: Ahead): void {
+    this.ahead.delete(entry.message.runId);
+    this.freeClaims.push(entry.index);
+  }
+
+  private notBegunError(): string {
+    return `Interrupted: ${this.stopReason ?? 'the worker stopped'} before the run began; the run is retried`;
+  }
+
   private notBegun(): Finished {
-    const error = `Interrupted: ${this.stopReason ?? 'the worker stopped'} before the run began; the run is retried`;
-    return { ok: false, kind: 'internal', error, tookMs: 0, output: '' };
+    return { ok: false, kind: 'internal', error: this.notBegunError(), tookMs: 0, output: '' };
   }
 
   /** A run sent ahead that the thread claimed: it runs in `slot` from now on. */
   private promote(runId: number, slot: number): void {
     const entry = this.ahead.get(runId);
     if (!entry) return;
-    this.ahead.delete(runId);
     Atomics.store(this.claims, entry.index, 0);
-    this.freeClaims.push(entry.index);
+    this.forgetAhead(entry);
     this.track(entry.message.runId, slot, entry.timeoutMs, entry.resolve);
     this.onAheadStarted(runId);
   }
@@ -268,7 +277,7 @@ export class WorkerHandle {
     if (runs.length === 0) return;
     if (!this.alive) {
       // A lost thread has settled its runs already (settle ignores those); a stopped one has not.
-      const error = `Interrupted: ${this.stopReason ?? 'the worker stopped'} before the run began; the run is retried`;
+      const error = this.notBegunError();
       for (const run of runs) this.settle(run.runId, { ok: false, kind: 'internal', error, tookMs: 0 });
       this.settleAhead(error);
       return;
@@ -280,11 +289,7 @@ export class WorkerHandle {
       for (const run of runs) {
         this.settle(run.runId, { ok: false, kind: 'internal', error, tookMs: 0 });
         const entry = run.ahead ? this.ahead.get(run.runId) : undefined;
-        if (entry && Atomics.compareExchange(this.claims, entry.index, entry.token, 0) === entry.token) {
-          this.ahead.delete(run.runId);
-          this.freeClaims.push(entry.index);
-          entry.resolve({ ok: false, kind: 'internal', error, tookMs: 0, output: '' });
-        }
+        if (entry && this.withdraw(entry)) entry.resolve({ ok: false, kind: 'internal', error, tookMs: 0, output: '' });
       }
     }
   }
@@ -308,8 +313,7 @@ export class WorkerHandle {
   settleAll(outcome: Outcome): void {
     this.claimedAheadAreRunning();
     for (const runId of [...this.runs.keys()]) this.settle(runId, { ...outcome, tookMs: this.elapsed(runId) });
-    const error = `Interrupted: ${this.stopReason ?? 'the worker stopped'} before the run began; the run is retried`;
-    this.settleAhead(error);
+    this.settleAhead(this.notBegunError());
   }
 
   /** Runs sent ahead that the thread claimed before its report of it arrived: they are running. */
@@ -326,10 +330,7 @@ export class WorkerHandle {
   /** Runs sent ahead and not started end as not begun (the dispatcher runs them again). */
   private settleAhead(error: string): void {
     for (const entry of [...this.ahead.values()]) {
-      if (Atomics.compareExchange(this.claims, entry.index, entry.token, 0) !== entry.token) continue;
-      this.ahead.delete(entry.message.runId);
-      this.freeClaims.push(entry.index);
-      entry.resolve({ ok: false, kind: 'internal', error, tookMs: 0, output: '' });
+      if (this.withdraw(entry)) entry.resolve({ ok: false, kind: 'internal', error, tookMs: 0, output: '' });
     }
   }
 
