@@ -52,7 +52,7 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
   const abort = new AbortController();
   const pool = makePool({
     url: settings.url,
-    // One of them is held by the master while it polls (rppd_poll_lock, dispatcher.ts).
+    // One of them is held by the master while it waits for NOTIFY (rppd_listen_lock, dispatcher.ts).
     max: 7,
     applicationName: `rppd ${settings.name}`,
     onError: (error) => events.emit('db:error', { where: 'pool', error }),

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
 import { installSchema } from '../../src/db/installSchema.ts';
-import { takePollLock } from '../../src/db/queries/events.ts';
+import { takeListenLock } from '../../src/db/queries/events.ts';
 import { freePort } from '../../tests/support/pgServer.ts';
 import { repoRoot, rppdBin } from '../../tests/support/rppdProcess.ts';
 import { sql, withDb } from '../db.ts';
@@ -43,15 +43,16 @@ cur.execute('INSERT INTO sink (src_id, k, started_ms, seq) VALUES (%s, %s, %s, %
 const cacheDir = mkdtempSync(join(tmpdir(), 'rppd-bench-cache-'));
 
 /**
- * Writers NOTIFY unless a master polls, which it shows by holding rppd_poll_lock. W1 measures the
- * trigger both ways: this holds the lock as a polling master would, until the returned release.
+ * Writers NOTIFY only while a master waits for it, which it shows by holding rppd_listen_lock.
+ * W1 measures the trigger both ways: this holds the lock as a waiting master would, until the
+ * returned release.
  */
-export async function holdPollLock(url: string): Promise<() => Promise<void>> {
+export async function holdListenLock(url: string): Promise<() => Promise<void>> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
-  if (!(await takePollLock(client, RPPD_SCHEMA))) {
+  if (!(await takeListenLock(client, RPPD_SCHEMA))) {
     await client.end();
-    throw new Error('rppd_poll_lock is taken: a node or a writer holds it');
+    throw new Error('rppd_listen_lock is taken: a node or a writer holds it');
   }
   return () => client.end();
 }

@@ -5,7 +5,7 @@
 import type { BenchContext } from '../context.ts';
 import { sql } from '../db.ts';
 import { pgbench } from '../pgbench.ts';
-import { holdPollLock } from '../systems/rppd.ts';
+import { holdListenLock } from '../systems/rppd.ts';
 import type { BenchSystem, RunningSystem } from '../systems/system.ts';
 
 const TARGET: Record<number, number> = { 1: 0.9, 8: 0.85 };
@@ -48,8 +48,8 @@ async function variants(ctx: BenchContext, clients: number): Promise<Variant[]> 
     await system.install(url);
     if (system.name === 'rppd') {
       out.push(
-        make(system, 'trigger only (no node, no NOTIFY)', url, { prepare: holdPollLock }),
-        make(system, 'node asleep (NOTIFY per commit)', url),
+        make(system, 'trigger only (no node, no NOTIFY)', url),
+        make(system, 'node waiting for NOTIFY (NOTIFY per commit)', url, { prepare: holdListenLock }),
         make(system, 'node running (draining while writing)', url, { workers: true }),
       );
     } else {

@@ -12,8 +12,8 @@ import { backoffMs, delay } from '../util/backoff.ts';
 import { coerceError, errorMessage } from '../util/errors.ts';
 import type { Completer } from './completer.ts';
 import type { FunctionRegistry } from './functionRegistry.ts';
+import { makeListenLock } from './listenLock.ts';
 import { type PlannedRun, planRuns, trigValue } from './planRuns.ts';
-import { makePollLock } from './pollLock.ts';
 import { type SchedRun, Scheduler } from './scheduler.ts';
 import { WakeMode, type WakeModeOptions } from './wakeMode.ts';
 
@@ -259,18 +259,21 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
     if (running === 0) for (const w of idleWaiters.splice(0)) w();
   }
 
-  // Writers send no NOTIFY while the master polls (pollLock.ts).
-  const pollLock = makePollLock(pool, schema, (error) => {
+  // Writers NOTIFY only while the master holds the listen lock (listenLock.ts).
+  const listenLock = makeListenLock(pool, schema, (error) => {
     sleeping = null;
-    events.emit('db:error', { where: 'poll lock connection (writers NOTIFY again)', error });
+    events.emit('db:error', { where: 'listen lock connection (writers stop notifying; polling)', error });
+    signal();
   });
 
-  async function setSleeping(value: boolean): Promise<void> {
-    if (sleeping === value) return;
-    if (value) await pollLock.drop();
-    else if (!(await pollLock.hold())) return;
+  /** false: the lock could not be taken yet (writers send no NOTIFY), keep polling. */
+  async function setSleeping(value: boolean): Promise<boolean> {
+    if (sleeping === value) return true;
+    if (!value) await listenLock.drop();
+    else if (!(await listenLock.hold())) return false;
     sleeping = value;
     events.emit('dispatch:wake-mode', { mode: value ? 'notify' : 'poll' });
+    return true;
   }
 
   // A database that hides pg_locks from this role leaves the rate and the backlog to decide.
@@ -313,8 +316,8 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
           // No room: finished events signal once half the window is free.
           await waitSignal(room <= 0 ? options.pollMs : awakePollMs);
         } else if (sleeping !== true) {
-          // From now writers NOTIFY; read once more to close the gap.
-          await setSleeping(true);
+          // Once the lock is held writers NOTIFY: read once more to close the gap. Until then, poll.
+          if (!(await setSleeping(true))) await waitSignal(awakePollMs);
         } else {
           // Ids skipped by a read belong to transactions that may commit without a NOTIFY.
           await waitSignal(gaps.size > 0 ? awakePollMs : options.pollMs);
@@ -345,7 +348,7 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
       stopped = true;
       signal();
       await loopDone;
-      await pollLock.drop();
+      await listenLock.drop();
       if (running > 0) {
         await Promise.race([new Promise<void>((r) => idleWaiters.push(r)), delay(graceMs)]);
       }

@@ -66,8 +66,10 @@ export function makeMetrics(
     });
   gauge('rppd_is_master', '1 while this node holds the master lease', () => (stats().master ? 1 : 0));
   gauge('rppd_events_in_memory', 'Events the master holds in memory', () => stats().admitted);
-  gauge('rppd_writers_notify', '1 while writers send NOTIFY (events arrive slowly), 0 while the master polls', () =>
-    stats().writers_notify ? 1 : 0,
+  gauge(
+    'rppd_writers_notify',
+    '1 while the master waits for NOTIFY and writers send it (events arrive slowly), 0 while it polls',
+    () => (stats().writers_notify ? 1 : 0),
   );
   gauge('rppd_runs_queued', 'Runs waiting for their queue or a free worker', () => stats().queued);
   gauge('rppd_runs_running', 'Runs executing on this node', () => stats().running);

@@ -1,7 +1,7 @@
 // How a node learns of new events, on a real node: writers NOTIFY while events arrive
-// slowly (rppd_writers_notify(): no master holds rppd_poll_lock); a burst makes the master
-// poll and hold it, and writers stop notifying; once the burst is done, writers NOTIFY again.
-// Nothing is lost on the way.
+// slowly (rppd_writers_notify(): the master holds rppd_listen_lock); a burst makes the master
+// poll and let it go, and writers stop notifying; once the burst is done, writers NOTIFY again.
+// With no master, writers send none. Nothing is lost on the way.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
@@ -55,7 +55,7 @@ describe('wake mode', () => {
     const polling = nextPollMode(60_000);
     await f.db.query('INSERT INTO wake_src SELECT FROM generate_series(1, 3000)');
     await polling;
-    // The master polls holding rppd_poll_lock: writers stop notifying (the master polls until
+    // The master polls and has let rppd_listen_lock go: writers stop notifying (it polls until
     // the 3,000 events are read, which leaves time to see it).
     await waitFor(async () => ((await sleeping()) ? undefined : true), { what: 'writers stop notifying' });
     await waitForRows(f, 'SELECT 1 FROM wake_sink', 3001, [], 120_000);
@@ -100,33 +100,57 @@ describe('wake mode', () => {
     );
     assert.deepEqual(counts, { n: before + written, distinct: before + written });
   });
-  test('the poll lock connection killed while polling: the master takes the lock again; nothing is lost', async () => {
+  test('the listen lock connection killed: writers stop notifying, the master polls and takes it again; nothing is lost', async () => {
     await waitFor(async () => ((await sleeping()) ? true : undefined), { what: 'writers notify' });
     const before = (await f.query<{ n: number }>('SELECT count(*)::int AS n FROM wake_sink'))[0]!.n;
     const holder = async () =>
       (
         await f.query<{ pid: number }>(
-          `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = 1919971428 AND mode = 'ExclusiveLock' AND granted`,
+          `SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = 1919971438 AND mode = 'ExclusiveLock' AND granted`,
         )
       )[0]?.pid;
-    const polling = nextPollMode(60_000);
-    await f.db.query('INSERT INTO wake_src SELECT FROM generate_series(1, 20000)');
-    await polling;
-    const first = await waitFor(holder, { what: 'the master holding the poll lock' });
+    const first = await waitFor(holder, { what: 'the master holding the listen lock' });
     await f.query('SELECT pg_terminate_backend($1)', [first]);
-    // Still polling the backlog: a new connection holds it (writers notified in between).
+    // Events written while nobody holds it send no NOTIFY: the master finds them by polling.
+    for (let i = 0; i < 20; i++) await f.db.query('INSERT INTO wake_src DEFAULT VALUES');
     await waitFor(
       async () => {
         const pid = await holder();
         return pid !== undefined && pid !== first ? pid : undefined;
       },
-      { what: 'the poll lock taken again on a new connection' },
+      { what: 'the listen lock taken again on a new connection' },
     );
-    await node.waitForLog((l) => typeof l.where === 'string' && l.where.startsWith('poll lock connection'), 30_000);
-    await waitForRows(f, 'SELECT 1 FROM wake_sink', before + 20000, [], 180_000);
+    await node.waitForLog((l) => typeof l.where === 'string' && l.where.startsWith('listen lock connection'), 30_000);
+    await f.db.query('INSERT INTO wake_src SELECT FROM generate_series(1, 20)');
+    await waitForRows(f, 'SELECT 1 FROM wake_sink', before + 40, [], 60_000);
     const [counts] = await f.query<{ n: number; distinct: number }>(
       'SELECT count(*)::int AS n, count(DISTINCT src_id)::int AS distinct FROM wake_sink',
     );
-    assert.deepEqual(counts, { n: before + 20000, distinct: before + 20000 });
+    assert.deepEqual(counts, { n: before + 40, distinct: before + 40 });
+  });
+
+  test('with the node killed writers send no NOTIFY, and the events wait for the next master', async () => {
+    const before = (await f.query<{ n: number }>('SELECT count(*)::int AS n FROM wake_sink'))[0]!.n;
+    await node.kill('SIGKILL');
+    // Its sessions end once their backends see the connections closed.
+    await waitFor(async () => ((await sleeping()) ? undefined : true), { what: 'writers stop notifying' });
+    const listener = new pg.Client(f.url);
+    await listener.connect();
+    const notes: string[] = [];
+    listener.on('notification', (n) => notes.push(n.payload ?? ''));
+    try {
+      await listener.query('LISTEN rppd_event');
+      await f.db.query('INSERT INTO wake_src SELECT FROM generate_series(1, 5)');
+      // Notifications arrive in commit order: the marker after the inserts shows they sent none.
+      await f.db.query(`SELECT pg_notify('rppd_event', 'marker')`);
+      await waitFor(async () => (notes.includes('marker') ? true : undefined), { what: 'the marker' });
+      assert.deepEqual(notes, ['marker']);
+    } finally {
+      await listener.end();
+    }
+    node = await f.startNode({ env: { RPPD_LOG_LEVEL: 'debug' } });
+    await waitForMaster(node);
+    await waitForRows(f, 'SELECT 1 FROM wake_sink', before + 5, [], 60_000);
+    await waitFor(async () => ((await sleeping()) ? true : undefined), { what: 'writers notify again' });
   });
 });

@@ -85,6 +85,8 @@ describe('extension install', () => {
     const notes: string[] = [];
     listener.on('notification', (n) => notes.push(n.payload ?? ''));
     await listener.query('LISTEN rppd_event');
+    // As a master waiting for NOTIFY (writers send none otherwise: the next test).
+    await listener.query(`SELECT "My Schema".rppd_listen_lock(true)`);
     await client.query('BEGIN');
     await client.query(`INSERT INTO public.q VALUES (1, 'a'), (2, 'b')`);
     await client.query('ROLLBACK');
@@ -102,7 +104,7 @@ describe('extension install', () => {
     await listener.end();
   });
 
-  test('writers send no NOTIFY while a master holds the poll lock, and keep it from being taken while they do', async () => {
+  test('writers NOTIFY only while a master holds the listen lock, and keep it from being taken while they do not', async () => {
     const holder = new pg.Client(server.url);
     const listener = new pg.Client(server.url);
     await holder.connect();
@@ -111,36 +113,46 @@ describe('extension install', () => {
     listener.on('notification', (n) => notes.push(n.payload ?? ''));
     await listener.query('LISTEN rppd_event');
     const lock = async (hold: boolean) =>
-      (await holder.query<{ ok: boolean }>(`SELECT "My Schema".rppd_poll_lock($1) AS ok`, [hold])).rows[0]!.ok;
+      (await holder.query<{ ok: boolean }>(`SELECT "My Schema".rppd_listen_lock($1) AS ok`, [hold])).rows[0]!.ok;
     const writersNotify = async () =>
       (await client.query<{ n: boolean }>(`SELECT "My Schema".rppd_writers_notify() AS n`)).rows[0]!.n;
     const arrived = (payload: string) =>
       waitFor(async () => (notes.includes(payload) ? true : undefined), { what: `NOTIFY ${payload}` });
+    // Notifications arrive in commit order: a marker sent after an insert shows what the insert sent.
+    const marker = async (name: string) => {
+      await holder.query(`SELECT pg_notify('rppd_event', $1)`, [name]);
+      await arrived(name);
+    };
     try {
-      assert.equal(await writersNotify(), true);
-      assert.equal(await lock(true), true);
+      // No master listens: the writer records the event and sends nothing.
       assert.equal(await writersNotify(), false);
       await client.query(`INSERT INTO public.q VALUES (5, 'e')`);
-      // Notifications arrive in commit order: the marker after the insert proves it sent none.
-      await holder.query(`NOTIFY rppd_event, 'marker'`);
-      await arrived('marker');
-      assert.deepEqual(notes, ['marker']);
-      assert.equal(await lock(false), true);
-      assert.equal(await writersNotify(), true);
+      await marker('m1');
+      assert.deepEqual(notes, ['m1']);
 
-      // A writer's open transaction shares the lock: no master can start polling before it commits.
-      await client.query('BEGIN');
+      assert.equal(await lock(true), true);
+      assert.equal(await writersNotify(), true);
       await client.query(`INSERT INTO public.q VALUES (6, 'f')`);
+      await marker('m2');
+      assert.deepEqual(notes, ['m1', '"My Schema"', 'm2']);
+      assert.equal(await lock(false), true);
+      assert.equal(await writersNotify(), false);
+
+      // A writer's open transaction that sends no NOTIFY shares the lock: no master can start
+      // waiting for NOTIFY before it commits (and so before its event can be read).
+      await client.query('BEGIN');
+      await client.query(`INSERT INTO public.q VALUES (7, 'g')`);
       assert.equal(await lock(true), false);
       await client.query('COMMIT');
-      await arrived('"My Schema"');
       assert.equal(await lock(true), true);
+      await marker('m3');
+      assert.deepEqual(notes, ['m1', '"My Schema"', 'm2', 'm3']);
     } finally {
       await holder.end();
       await listener.end();
     }
     // The lock goes with the master's session.
-    assert.equal(await writersNotify(), true);
+    assert.equal(await writersNotify(), false);
   });
 
   test('a writer with rights on its own table only records every kind of event', async () => {

@@ -145,15 +145,16 @@ export async function countNotifyWaiters(db: pg.ClientBase | pg.Pool): Promise<n
 }
 
 /**
- * rppd_poll_lock(true): the session advisory lock a master holds while it polls; writers send no
- * NOTIFY while it is held (rppd_event()). false: a writer is notifying right now, try later.
+ * rppd_listen_lock(true): the session advisory lock a master holds while it waits for NOTIFY;
+ * writers send a NOTIFY only while it is held (rppd_event()). false: a writer that sends none
+ * is still in its transaction, try later.
  */
-export async function takePollLock(client: pg.ClientBase, schema: string): Promise<boolean> {
-  const { rows } = await client.query<{ ok: boolean }>(`SELECT ${rppdTable(schema, 'rppd_poll_lock')}(true) AS ok`);
+export async function takeListenLock(client: pg.ClientBase, schema: string): Promise<boolean> {
+  const { rows } = await client.query<{ ok: boolean }>(`SELECT ${rppdTable(schema, 'rppd_listen_lock')}(true) AS ok`);
   return rows[0]?.ok === true;
 }
 
-/** Writers NOTIFY again from now (the lock is also gone with the session). */
-export async function releasePollLock(client: pg.ClientBase, schema: string): Promise<void> {
-  await client.query(`SELECT ${rppdTable(schema, 'rppd_poll_lock')}(false)`);
+/** Writers send no NOTIFY from now (the lock is also gone with the session). */
+export async function releaseListenLock(client: pg.ClientBase, schema: string): Promise<void> {
+  await client.query(`SELECT ${rppdTable(schema, 'rppd_listen_lock')}(false)`);
 }

@@ -1,20 +1,21 @@
-// While the master polls it holds rppd_poll_lock on a connection of its own; writers then send no
-// NOTIFY (rppd_event()). The lock goes with that session: a lost connection leaves writers
-// notifying, and the next switch to polling takes it again on a new connection.
+// While the master waits for NOTIFY it holds rppd_listen_lock on a connection of its own; writers
+// send a NOTIFY only then (rppd_event()), so with no master, or one that polls, they send none.
+// The lock goes with that session: a lost connection leaves writers silent, so the dispatcher
+// polls until it holds the lock again on a new connection.
 import type pg from 'pg';
-import { releasePollLock, takePollLock } from '../db/queries/events.ts';
+import { releaseListenLock, takeListenLock } from '../db/queries/events.ts';
 import { coerceError } from '../util/errors.ts';
 
-export interface PollLock {
-  /** false: a writer's transaction still shares the lock after 20 ms (it notifies); tried again later. */
+export interface ListenLock {
+  /** false: a writer that sends no NOTIFY is still in its transaction after 20 ms; tried again later. */
   hold(): Promise<boolean>;
   drop(): Promise<void>;
 }
 
-// Each try waits up to 20 ms (rppd_poll_lock); only a writer that stays in its transaction fails it.
+// Each try waits up to 20 ms (rppd_listen_lock); only a writer that stays in its transaction fails it.
 const RETRY_MS = 250;
 
-export function makePollLock(pool: pg.Pool, schema: string, onLost: (err: Error) => void): PollLock {
+export function makeListenLock(pool: pg.Pool, schema: string, onLost: (err: Error) => void): ListenLock {
   let client: pg.PoolClient | null = null;
   let nextTry = 0;
 
@@ -35,7 +36,7 @@ export function makePollLock(pool: pg.Pool, schema: string, onLost: (err: Error)
       fresh.on('error', lost);
       let held = false;
       try {
-        held = await takePollLock(fresh, schema);
+        held = await takeListenLock(fresh, schema);
       } catch (err) {
         fresh.off('error', lost);
         fresh.release(coerceError(err));
@@ -55,7 +56,7 @@ export function makePollLock(pool: pg.Pool, schema: string, onLost: (err: Error)
       client = null;
       held.off('error', lost);
       try {
-        await releasePollLock(held, schema);
+        await releaseListenLock(held, schema);
         held.release();
       } catch (err) {
         // Closing the session releases the lock as well.
