@@ -2,7 +2,7 @@
 // on src, one function row (JS or Python) doing the common handler, and real nodes started
 // with `node bin/rppd.js start` (tests/support/rppdProcess.ts) with max_db_connections = concurrency.
 import { type ChildProcess, spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { createWriteStream, mkdirSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import pg from 'pg';
@@ -78,10 +78,22 @@ export async function startRppdNode(
     [...(options.nodeArgs ?? []), rppdBin, 'start', RPPD_SCHEMA, url, `127.0.0.1:${port}`, `--name=${name}`],
     {
       cwd: repoRoot,
-      env: { ...process.env, RPPD_LOG_LEVEL: 'info', RPPD_PYTHON: PYTHON, RPPD_CACHE_DIR: cacheDir, ...options.env },
+      env: {
+        ...process.env,
+        RPPD_LOG_LEVEL: process.env.RPPD_BENCH_LOG_LEVEL ?? 'info',
+        RPPD_PYTHON: PYTHON,
+        RPPD_CACHE_DIR: cacheDir,
+        ...options.env,
+      },
       stdio: ['ignore', 'pipe', 'pipe'],
     },
   );
+  // RPPD_BENCH_NODE_LOG=<dir>: each node's log in <dir>/<name>-<pid>.log, to look into a run.
+  const logDir = process.env.RPPD_BENCH_NODE_LOG;
+  if (logDir) {
+    mkdirSync(logDir, { recursive: true });
+    proc.stdout!.pipe(createWriteStream(join(logDir, `${name}-${proc.pid}.log`)));
+  }
   const tail: string[] = [];
   const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
   const killOnExit = () => proc.kill('SIGKILL');

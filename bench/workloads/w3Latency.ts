@@ -17,8 +17,8 @@ interface Latencies {
   end: ReturnType<typeof summarize>;
   missing: number;
   otherCores: number;
-  /** The slowest starts: seconds after the first measured commit, and ms. */
-  slowest: { atSec: number; startMs: number }[];
+  /** The slowest starts: seconds after the first measured commit, ms, the source row and its commit time (epoch ms). */
+  slowest: { atSec: number; startMs: number; id: string; committedAt: number }[];
 }
 
 async function steadyInserts(url: string, rate: number, seconds: number, warmUp: number) {
@@ -80,13 +80,14 @@ async function measure(ctx: BenchContext, system: BenchSystem, rate: number): Pr
     const start: number[] = [];
     const end: number[] = [];
     const firstCommit = Math.min(...committed.values());
-    const byStart: { atSec: number; startMs: number }[] = [];
+    const byStart: Latencies['slowest'] = [];
     for (const row of rows) {
       const c = committed.get(String(row.id));
       if (c === undefined) continue;
       start.push(Number(row.started_ms) - c);
       end.push(Number(row.finished_ms) - c);
-      byStart.push({ atSec: (c - firstCommit) / 1000, startMs: Number(row.started_ms) - c });
+      const startMs = Number(row.started_ms) - c;
+      byStart.push({ atSec: (c - firstCommit) / 1000, startMs, id: String(row.id), committedAt: Math.round(c) });
     }
     const slowest = byStart.sort((a, b) => b.startMs - a.startMs).slice(0, 10);
     return {

@@ -67,6 +67,27 @@ describe('JS runtime: runs sent ahead', () => {
     assert.deepEqual(rows[0], { runs: 8, pids: 2 });
   });
 
+  test('runs handed over in one turn go ahead only where a place is kept for them', async () => {
+    await db.query('DELETE FROM ahead_log; DELETE FROM ahead_conc; INSERT INTO ahead_conc (id) VALUES (1)');
+    // 4 slots on 2 threads: 2 places ahead in each.
+    const rt = runtime({ maxWorkers: 4, maxThreads: 2, prewarm: true });
+    const pending = [1, 2, 3, 4].map((tag) => run(rt, 40 + tag, 1500));
+    await waitFor(async () => ((await db.query('SELECT cur FROM ahead_conc')).rows[0].cur === 4 ? true : undefined), {
+      what: 'the 4 long runs running',
+    });
+    // One run waits ahead in one thread; then three in one turn: the other thread has fewer
+    // waiting, but only 2 places, so the third goes to the first thread (before, it was turned
+    // away as "not begun" and retried after a back-off).
+    pending.push(run(rt, 45, 10));
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    for (const tag of [46, 47, 48]) pending.push(run(rt, tag, 10));
+    const results = await Promise.all(pending);
+    assert.deepEqual(
+      results.filter((r) => !r.ok).map((r) => r.error),
+      [],
+    );
+  });
+
   test('a run sent ahead has its whole timeout from its start, not from when it was sent', async () => {
     const rt = runtime({ maxWorkers: 1, maxThreads: 1 });
     const timed = { ...fn(recorded.code), timeoutMs: 1500 };

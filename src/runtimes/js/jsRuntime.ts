@@ -138,7 +138,10 @@ export function makeJsRuntime(options: JsRuntimeOptions): JsRuntime {
     clearTimeout(handle.idleTimer);
     handle.load++;
     if (state === 'running') active++;
-    else ahead++;
+    else {
+      ahead++;
+      handle.reserveAhead();
+    }
     return { handle, state };
   }
 

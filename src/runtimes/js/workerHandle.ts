@@ -87,6 +87,8 @@ export class WorkerHandle {
   private readonly ahead = new Map<number, Ahead>();
   private readonly claims: Int32Array;
   private readonly freeClaims: number[];
+  /** Places promised to runs assigned ahead and not yet enqueued. */
+  private reserved = 0;
   /** Why the thread is being stopped (a run timed out): the other runs' failure message. */
   private stopReason: string | undefined;
 
@@ -174,9 +176,9 @@ export class WorkerHandle {
     return new Promise((resolve) => this.begin(message, timeoutMs, resolve));
   }
 
-  /** Runs sent ahead and not yet started. */
+  /** Runs sent ahead (or about to be: reserved) and not yet started. */
   get waiting(): number {
-    return this.ahead.size;
+    return this.ahead.size + this.reserved;
   }
 
   /** When the oldest run sent ahead and not yet started was sent (performance.now()); undefined if none. */
@@ -187,13 +189,27 @@ export class WorkerHandle {
 
   /** Whether a run may be sent ahead now: the thread is alive and has room for it. */
   get takesAhead(): boolean {
-    return this.alive && !this.retiring && this.freeClaims.length > 0;
+    return this.alive && !this.retiring && this.freeClaims.length > this.reserved;
   }
 
-  /** Send a run ahead: the thread starts it in the slot of its next run to end (see RunMessage.ahead). */
+  /**
+   * Keeps a place for a run that will be sent ahead (enqueue), so that runs assigned in the same
+   * turn never outnumber the places: the run is assigned at once, sent once its caller resumes.
+   */
+  reserveAhead(): void {
+    this.reserved++;
+  }
+
+  /** Send a run ahead (after reserveAhead): the thread starts it in the slot of its next run to end (see RunMessage.ahead). */
   enqueue(message: Omit<RunMessage, 'slot' | 'output' | 'ahead'>, timeoutMs: number): Promise<Finished> {
+    this.reserved = Math.max(0, this.reserved - 1);
+    if (!this.alive) return Promise.resolve(this.notBegun());
     const index = this.freeClaims.pop();
-    if (!this.alive || index === undefined) return Promise.resolve(this.notBegun());
+    if (index === undefined) {
+      // Not reserved (a bug): say so rather than blame the thread.
+      const error = 'Interrupted: no place left in the thread for a run sent ahead; the run is retried';
+      return Promise.resolve({ ok: false, kind: 'internal', error, tookMs: 0, output: '' });
+    }
     // A token that differs from this place's previous ones: a stale copy in the thread never matches.
     const token = (message.runId % 0x3fffffff) + 1;
     Atomics.store(this.claims, index, token);
