@@ -272,7 +272,7 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
     if (!value) await listenLock.drop();
     else if (!(await listenLock.hold())) return false;
     sleeping = value;
-    events.emit('dispatch:wake-mode', { mode: value ? 'notify' : 'poll' });
+    events.emit('dispatch:wake-mode', { mode: value ? 'notify' : 'poll', why: wakeMode.reason });
     return true;
   }
 

@@ -10,6 +10,8 @@
 // when the rate falls well below the one at which writers waited.
 
 export type WakeModeName = 'notify' | 'poll';
+/** Why the mode last changed: events arrive fast, pile up, writers queue for the lock, or few arrive. */
+export type WakeModeReason = 'rate' | 'backlog' | 'contended' | 'slow';
 
 export interface WakeModeOptions {
   /** Events/s over the last second below which writers NOTIFY again (at most; see contention). */
@@ -34,6 +36,8 @@ export class WakeMode {
   private bucket = -1;
   private busyUntil = 0;
   private mode: WakeModeName = 'notify';
+  /** Why the mode last changed (undefined before the first change). */
+  reason: WakeModeReason | undefined;
   private samples: { at: number; waiters: number }[] = [];
   private lastSample = Number.NEGATIVE_INFINITY;
   /** Events/s when writers last queued for the NOTIFY lock. */
@@ -74,14 +78,17 @@ export class WakeMode {
       this.samples = this.samples.filter((s) => now - s.at <= SAMPLES * SAMPLE_MS);
       const contended = this.samples.length >= MIN_SAMPLES && this.averageWaiters() >= this.options.waitersAbove;
       if (contended) this.contendedRate = this.rate(now, BUCKETS);
-      if (now < this.busyUntil || contended || this.rate(now, RECENT_BUCKETS) > this.options.pollAbove) {
+      const backlog = now < this.busyUntil;
+      if (backlog || contended || this.rate(now, RECENT_BUCKETS) > this.options.pollAbove) {
         this.mode = 'poll';
+        this.reason = contended ? 'contended' : backlog ? 'backlog' : 'rate';
         this.samples = [];
       }
     } else if (now >= this.busyUntil) {
       const below = Math.min(this.options.notifyBelow, this.contendedRate / 2);
       if (this.rate(now, BUCKETS) < below) {
         this.mode = 'notify';
+        this.reason = 'slow';
         this.contendedRate = Number.POSITIVE_INFINITY;
       }
     }

@@ -1,6 +1,7 @@
 // The observability seam: logs, metrics, the dashboard and tests subscribe to
 // the same typed events instead of polling or sleeping.
 import { EventEmitter } from 'node:events';
+import type { WakeModeReason } from '../dispatch/wakeMode.ts';
 import type { FailureKind } from '../runtimes/runtime.ts';
 
 export interface NodeEventMap {
@@ -18,7 +19,7 @@ export interface NodeEventMap {
   'events:completed': [{ ids: string[] }];
   'db:error': [{ where: string; error: Error }];
   /** Writers NOTIFY (events arrive slowly) or the master polls (they arrive fast): wakeMode.ts. */
-  'dispatch:wake-mode': [{ mode: 'notify' | 'poll' }];
+  'dispatch:wake-mode': [{ mode: 'notify' | 'poll'; why?: WakeModeReason }];
 }
 
 export class NodeEvents extends EventEmitter<NodeEventMap> {
