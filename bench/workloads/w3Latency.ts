@@ -84,9 +84,9 @@ async function measure(ctx: BenchContext, system: BenchSystem, rate: number): Pr
     for (const row of rows) {
       const c = committed.get(String(row.id));
       if (c === undefined) continue;
-      start.push(Number(row.started_ms) - c);
-      end.push(Number(row.finished_ms) - c);
       const startMs = Number(row.started_ms) - c;
+      start.push(startMs);
+      end.push(Number(row.finished_ms) - c);
       byStart.push({ atSec: (c - firstCommit) / 1000, startMs, id: String(row.id), committedAt: Math.round(c) });
     }
     const slowest = byStart.sort((a, b) => b.startMs - a.startMs).slice(0, 10);

@@ -36,8 +36,7 @@ export class WakeMode {
   private bucket = -1;
   private busyUntil = 0;
   private mode: WakeModeName = 'notify';
-  /** Why the mode last changed (undefined before the first change). */
-  reason: WakeModeReason | undefined;
+  private lastReason: WakeModeReason | undefined;
   private samples: { at: number; waiters: number }[] = [];
   private lastSample = Number.NEGATIVE_INFINITY;
   /** Events/s when writers last queued for the NOTIFY lock. */
@@ -70,6 +69,11 @@ export class WakeMode {
     if (this.samples.length > SAMPLES) this.samples.shift();
   }
 
+  /** Why the mode last changed (undefined before the first change). */
+  get reason(): WakeModeReason | undefined {
+    return this.lastReason;
+  }
+
   /** The mode for now. */
   decide(now: number): WakeModeName {
     this.advance(now);
@@ -81,14 +85,14 @@ export class WakeMode {
       const backlog = now < this.busyUntil;
       if (backlog || contended || this.rate(now, RECENT_BUCKETS) > this.options.pollAbove) {
         this.mode = 'poll';
-        this.reason = contended ? 'contended' : backlog ? 'backlog' : 'rate';
+        this.lastReason = contended ? 'contended' : backlog ? 'backlog' : 'rate';
         this.samples = [];
       }
     } else if (now >= this.busyUntil) {
       const below = Math.min(this.options.notifyBelow, this.contendedRate / 2);
       if (this.rate(now, BUCKETS) < below) {
         this.mode = 'notify';
-        this.reason = 'slow';
+        this.lastReason = 'slow';
         this.contendedRate = Number.POSITIVE_INFINITY;
       }
     }

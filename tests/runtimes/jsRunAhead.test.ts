@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
+import { setImmediate } from 'node:timers/promises';
 import pg from 'pg';
 import type { JsRuntime } from '../../src/runtimes/js/jsRuntime.ts';
 import type { RunResult } from '../../src/runtimes/runtime.ts';
@@ -79,7 +80,8 @@ describe('JS runtime: runs sent ahead', () => {
     // waiting, but only 2 places, so the third goes to the first thread (before, it was turned
     // away as "not begun" and retried after a back-off).
     pending.push(run(rt, 45, 10));
-    await new Promise((resolve) => setTimeout(resolve, 50));
+    // Its way to the thread is promise continuations only: done before the next macrotask.
+    await setImmediate();
     for (const tag of [46, 47, 48]) pending.push(run(rt, tag, 10));
     const results = await Promise.all(pending);
     assert.deepEqual(
