@@ -4,7 +4,7 @@
 // from an empty memory and re-reads everything still in rppd_event_queue.
 import type pg from 'pg';
 import type { EventRow } from '../db/queries/events.ts';
-import { countNotifyWaiters, readEventIdsUpTo, readEventsAfter, readEventsByIds } from '../db/queries/events.ts';
+import { notifyLockBusy, readEventIdsUpTo, readEventsAfter, readEventsByIds } from '../db/queries/events.ts';
 import { SqlState } from '../db/sqlState.ts';
 import type { NodeEvents } from '../events/nodeEvents.ts';
 import type { RunResult } from '../runtimes/runtime.ts';
@@ -278,10 +278,10 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
 
   // A database that hides pg_locks from this role leaves the rate and the backlog to decide.
   let waitersUnreadable = false;
-  async function sampleNotifyWaiters(): Promise<void> {
+  async function sampleNotifyLock(): Promise<void> {
     if (waitersUnreadable) return;
     try {
-      wakeMode.noteWaiters(Date.now(), await countNotifyWaiters(pool));
+      wakeMode.noteLock(Date.now(), await notifyLockBusy(pool));
     } catch (err) {
       // Any other error (a restart) skips one sample; the next read reports it if it lasts.
       if ((err as { code?: unknown }).code !== SqlState.insufficientPrivilege) return;
@@ -309,7 +309,7 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
         if (Date.now() - lastSweep >= sweepMs) await sweep();
         failures = 0;
         if (stopped) break;
-        if (wakeMode.wantsSample(Date.now())) await sampleNotifyWaiters();
+        if (wakeMode.wantsSample(Date.now())) await sampleNotifyLock();
         if (wakeMode.decide(Date.now()) === 'poll') {
           if (sleeping !== false) await setSleeping(false);
           if (room > 0 && full) continue;

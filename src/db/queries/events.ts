@@ -132,16 +132,17 @@ export async function countEvents(db: pg.ClientBase | pg.Pool, schema: string): 
 }
 
 /**
- * Writers waiting for the lock PostgreSQL takes to serialise notifying commits (async.c:
- * LockSharedObject(DatabaseRelationId, InvalidOid, 0, AccessExclusiveLock), held through commit).
+ * Whether the lock PostgreSQL takes to serialise notifying commits (async.c:
+ * LockSharedObject(DatabaseRelationId, InvalidOid, 0, AccessExclusiveLock), held through commit)
+ * is held or waited for right now.
  */
-export async function countNotifyWaiters(db: pg.ClientBase | pg.Pool): Promise<number> {
-  const { rows } = await db.query<{ n: number }>(
-    `SELECT count(*)::int AS n FROM pg_catalog.pg_locks
+export async function notifyLockBusy(db: pg.ClientBase | pg.Pool): Promise<boolean> {
+  const { rows } = await db.query<{ busy: boolean }>(
+    `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks
       WHERE locktype = 'object' AND database = 0 AND classid = 'pg_catalog.pg_database'::regclass
-        AND objid = 0 AND NOT granted`,
+        AND objid = 0) AS busy`,
   );
-  return rows[0]?.n ?? 0;
+  return rows[0]?.busy ?? false;
 }
 
 /**
