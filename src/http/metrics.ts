@@ -55,6 +55,12 @@ export function makeMetrics(
     labelNames: ['change'] as const,
     registers: [registry],
   });
+  const wakeModeChanges = new Counter({
+    name: 'rppd_wake_mode_changes_total',
+    help: 'Switches of the master between waiting for NOTIFY and polling, by the new mode and why (src/dispatch/wakeMode.ts)',
+    labelNames: ['mode', 'why'] as const,
+    registers: [registry],
+  });
   const gauge = (name: string, help: string, read: () => number) =>
     new Gauge({
       name,
@@ -85,5 +91,7 @@ export function makeMetrics(
   events.on('db:error', (e) => dbErrors.inc({ where: e.where }));
   events.on('lease:acquired', () => leaseChanges.inc({ change: 'acquired' }));
   events.on('lease:lost', () => leaseChanges.inc({ change: 'lost' }));
+  // The first switch of a term, to NOTIFY, has no reason: 'start'.
+  events.on('dispatch:wake-mode', (e) => wakeModeChanges.inc({ mode: e.mode, why: e.why ?? 'start' }));
   return { registry };
 }

@@ -46,6 +46,7 @@ describe('HTTP API', () => {
     assert.match(text, /rppd_is_master 1/);
     // One event at a time: writers NOTIFY (wakeMode.ts).
     assert.match(text, /rppd_writers_notify 1/);
+    assert.match(text, /rppd_wake_mode_changes_total\{mode="notify",why="start"\} 1/);
   });
 
   test('unknown routes and methods use the one error shape', async () => {
