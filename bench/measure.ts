@@ -19,6 +19,11 @@ export function summarize(values: number[]): { n: number; p50: number; p95: numb
   };
 }
 
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
+}
+
 function readOr(path: string): string {
   try {
     return readFileSync(path, 'utf8');

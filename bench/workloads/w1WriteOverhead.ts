@@ -4,6 +4,7 @@
 // each figure is the median of its rounds, each ratio is to the no-trigger median.
 import type { BenchContext } from '../context.ts';
 import { sql } from '../db.ts';
+import { median } from '../measure.ts';
 import { pgbench } from '../pgbench.ts';
 import { holdListenLock } from '../systems/rppd.ts';
 import type { BenchSystem, RunningSystem } from '../systems/system.ts';
@@ -20,11 +21,6 @@ interface Variant {
   tps: number[];
   other: number[];
 }
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 
 /** Back to an empty table and queue before every run, so each starts from the same state. */
 async function reset(v: Variant): Promise<void> {

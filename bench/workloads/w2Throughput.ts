@@ -2,6 +2,7 @@
 // insertClients connections) while the system runs; per row the JS handler reads the source
 // row and inserts a sink row. events/s from the first insert to the last sink row.
 import type { BenchContext } from '../context.ts';
+import { median } from '../measure.ts';
 import { describe, exact, type ThroughputResult, throughputRun } from './throughputRun.ts';
 
 export async function runW2(ctx: BenchContext): Promise<void> {
@@ -50,11 +51,6 @@ export async function runW2(ctx: BenchContext): Promise<void> {
   }
   if (ctx.options.multiNode) await runMultiNode(ctx, caseName);
 }
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  return s.length % 2 ? s[(s.length - 1) / 2]! : (s[s.length / 2 - 1]! + s[s.length / 2]!) / 2;
-};
 
 /**
  * 3 nodes vs 1 on this machine. One pair of runs differs by up to ±10 % from run to run
