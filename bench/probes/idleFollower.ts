@@ -19,10 +19,10 @@ try {
   await sql(url, BENCH_TABLES);
   await rppd.install(url);
   const master = await startRppdNode(url, 'master');
-  const profDir = mkdtempSync(join(tmpdir(), 'rppd-idle-prof-'));
+  const profDir = profile ? mkdtempSync(join(tmpdir(), 'rppd-idle-prof-')) : undefined;
   const follower = await startRppdNode(url, 'follower', {
     waitFor: 'registered',
-    nodeArgs: profile ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [],
+    nodeArgs: profDir ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [],
   });
   // Past start-up and the first full GC of a fresh process (~8 s).
   await sleep(15_000);
@@ -43,7 +43,7 @@ try {
   }
   await follower.stop();
   await master.stop();
-  if (profile) {
+  if (profDir) {
     const files = readdirSync(profDir).map((f) => join(profDir, f));
     console.log(profileMarkdown(summarizeProfile(files, 30), 'follower, whole run').join('\n'));
   }

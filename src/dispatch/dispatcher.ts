@@ -277,15 +277,15 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
   }
 
   // A database that hides pg_locks from this role leaves the rate and the backlog to decide.
-  let waitersUnreadable = false;
+  let lockUnreadable = false;
   async function sampleNotifyLock(): Promise<void> {
-    if (waitersUnreadable) return;
+    if (lockUnreadable) return;
     try {
       wakeMode.noteLock(Date.now(), await notifyLockBusy(pool));
     } catch (err) {
       // Any other error (a restart) skips one sample; the next read reports it if it lasts.
       if ((err as { code?: unknown }).code !== SqlState.insufficientPrivilege) return;
-      waitersUnreadable = true;
+      lockUnreadable = true;
       events.emit('db:error', { where: 'reading pg_locks for the wake mode (now off)', error: coerceError(err) });
     }
   }

@@ -13,7 +13,7 @@
 // finds the lock busy again within 10 s doubles the wait before the next (5 s up to 80 s).
 //
 // Busy, not the writers waiting: a disk stall of a few ms queues every writer behind the lock
-// in one sample (7 of 8 in bench W3 at 566 rows/s, with the other 290 samples empty), and an
+// in one sample (7 in one of 294 samples in bench W3 at 566 rows/s, 290 of them empty), and an
 // average of waiters read that as contention (bench/README.md, finding 27).
 
 export type WakeModeName = 'notify' | 'poll';
