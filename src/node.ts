@@ -1,5 +1,7 @@
 // The composition root: wires settings, database, cluster, dispatch and runtimes
 // into one running node. Nothing else reaches across folders.
+
+import { makeWalCapture, type WalCapture } from './capture/walCapture.ts';
 import { machineId, makeHostCpuIdle } from './cluster/hostCpu.ts';
 import { makeLeaseKeeper } from './cluster/leaseKeeper.ts';
 import { registerAgain, registerSelf } from './cluster/registration.ts';
@@ -126,6 +128,7 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
   let dispatcher: Dispatcher | null = null;
   let cluster: ClusterExecutor | null = null;
   let cron: CronRunner | null = null;
+  let wal: WalCapture | null = null;
   function startMaster(epoch: string): void {
     const completer = makeCompleter({
       pool,
@@ -169,6 +172,17 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
     cluster = term;
     dispatcher = d;
     d.start();
+    // Tables captured from the WAL (rppd_wal_capture): their events reach the queue through the master.
+    wal = makeWalCapture({
+      url: settings.url,
+      pool,
+      schema,
+      applicationName: `rppd ${settings.name} wal`,
+      onWritten: () => d.wake(),
+      onError: (where, error) => events.emit('db:error', { where, error }),
+      onWarning: (message) => log.warn(message),
+    });
+    wal.start();
     // A NOTIFY sent before LISTEN took effect is lost: read again once it has.
     void listener.listen('rppd_event').then(() => d.wake());
   }
@@ -176,8 +190,11 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
   async function stopMaster(): Promise<void> {
     const d = dispatcher;
     const c = cluster;
+    const w = wal;
     dispatcher = null;
     cluster = null;
+    wal = null;
+    await w?.stop();
     void listener.unlisten('rppd_event');
     c?.retire();
     try {

@@ -19,6 +19,7 @@ const tables = [
   'rppd_function',
   'rppd_function_log',
   'rppd_wake',
+  'rppd_wal_position',
 ];
 
 async function tablesIn(client: pg.Client, schema: string): Promise<string[]> {

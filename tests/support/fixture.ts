@@ -1,7 +1,7 @@
 // A real PostgreSQL with rppd installed, plus real node processes, for one test file.
 import pg from 'pg';
 import { installSchema } from '../../src/db/installSchema.ts';
-import { freePort, type PgServer, startPg } from './pgServer.ts';
+import { freePort, type PgServer, type StartOptions, startPg } from './pgServer.ts';
 import { type RppdProcess, spawnRppd } from './rppdProcess.ts';
 import { waitFor } from './waitFor.ts';
 
@@ -18,8 +18,10 @@ export interface Fixture {
 
 export const PYTHON = '/usr/bin/python3';
 
-export async function setupFixture(options: { schema?: string; install?: boolean } = {}): Promise<Fixture> {
-  const server = await startPg();
+export async function setupFixture(
+  options: { schema?: string; install?: boolean; pg?: StartOptions } = {},
+): Promise<Fixture> {
+  const server = await startPg(options.pg);
   const schema = options.schema ?? 'public';
   const db = new pg.Client({ connectionString: server.url });
   await db.connect();

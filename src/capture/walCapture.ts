@@ -1,0 +1,291 @@
+// Capture from the WAL, on the master only: streams the schema's logical replication
+// slot (pgoutput) and writes each decoded transaction to rppd_event_queue, in commit
+// order, with the stream position in the same commit. The slot is the buffer: the
+// position is confirmed to it only after that commit, so a crash, a lost connection or a
+// new master resumes from the slot and skips what rppd_wal_position says is written.
+// A slot has one consumer at a time: the server itself keeps a stale master out.
+
+import type pg from 'pg';
+import { LogicalReplicationService } from 'pg-logical-replication';
+import { AbstractPlugin } from 'pg-logical-replication/dist/output-plugins/abstract.plugin.js';
+import {
+  relationRowType,
+  type WalEvent,
+  type WalTransaction,
+  walSlotState,
+  writeWalTransactions,
+} from '../db/queries/wal.ts';
+import { coerceError } from '../util/errors.ts';
+import { formatLsn } from '../util/lsn.ts';
+import { makePgoutputDecoder, type PgoutputMessage, type WalRelation, type WalValue } from './pgoutputDecoder.ts';
+
+export interface WalCaptureOptions {
+  url: string;
+  pool: pg.Pool;
+  schema: string;
+  applicationName: string;
+  /** Events were committed to rppd_event_queue. */
+  onWritten: (count: number) => void;
+  onError: (where: string, error: Error) => void;
+  onWarning: (message: string) => void;
+  /** How often to look for the slot while there is none (ms). */
+  checkMs?: number;
+  /** Decoded events held in memory before the stream is paused. */
+  maxPending?: number;
+}
+
+export interface WalCapture {
+  start(): void;
+  stop(): Promise<void>;
+  stats(): { streaming: boolean; slot: string | null; written: number; position: string | null };
+}
+
+type Decoded = PgoutputMessage | { tag: 'error'; error: Error };
+
+/** pgoutput with text values, decoded by pgoutputDecoder.ts; a bad message becomes a value, never a throw. */
+class RawPgoutputPlugin extends AbstractPlugin<{ publication: string }> {
+  private readonly decode = makePgoutputDecoder();
+  get name(): string {
+    return 'pgoutput';
+  }
+  parse(buffer: Buffer): Decoded {
+    try {
+      return this.decode(buffer);
+    } catch (err) {
+      return { tag: 'error', error: coerceError(err) };
+    }
+  }
+  start(client: pg.Client, slotName: string, lastLsn: string): Promise<unknown> {
+    const pub = this.options.publication.replace(/'/g, "''");
+    return client.query(
+      `START_REPLICATION SLOT "${slotName}" LOGICAL ${lastLsn} (proto_version '1', publication_names '${pub}')`,
+    );
+  }
+}
+
+const JSON_TYPES = new Set([114, 3802]);
+
+/** The row as a JSON object of text values (json and jsonb values as they are); unsent TOASTed values left out. */
+function rowJson(rel: WalRelation, values: WalValue[]): string {
+  const parts: string[] = [];
+  rel.columns.forEach((col, i) => {
+    const v = values[i];
+    if (v === undefined) return;
+    const value = v === null ? 'null' : JSON_TYPES.has(col.typeOid) ? v : JSON.stringify(v);
+    parts.push(`${JSON.stringify(col.name)}:${value}`);
+  });
+  return `{${parts.join(',')}}`;
+}
+
+export function makeWalCapture(options: WalCaptureOptions): WalCapture {
+  const { pool, schema } = options;
+  const checkMs = options.checkMs ?? 5000;
+  const maxPending = options.maxPending ?? 20_000;
+  let running = false;
+  let service: LogicalReplicationService | null = null;
+  let loop: Promise<void> | null = null;
+  let wakeLoop: (() => void) | null = null;
+  let slot: string | null = null;
+  let written = 0;
+  let position: string | null = null;
+  const warned = new Set<string>();
+
+  const warnOnce = (key: string, message: string) => {
+    if (warned.has(key)) return;
+    warned.add(key);
+    options.onWarning(message);
+  };
+
+  const pause = (ms: number) =>
+    new Promise<void>((resolve) => {
+      const timer = setTimeout(resolve, ms);
+      wakeLoop = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+    });
+
+  /** One replication connection, until it ends or fails. */
+  async function stream(slotName: string, publication: string): Promise<void> {
+    const svc = new LogicalReplicationService(
+      { connectionString: options.url, application_name: options.applicationName },
+      { acknowledge: { auto: false, timeoutSeconds: 0 }, flowControl: { enabled: true } },
+    );
+    service = svc;
+    let open: WalTransaction | null = null;
+    let pending: WalTransaction[] = [];
+    let pendingEvents = 0;
+    let flushing: Promise<void> | null = null;
+    let drained: (() => void) | null = null;
+    let failed: Error | null = null;
+    let confirmed: string | null = null;
+
+    const fail = (error: Error) => {
+      failed ??= error;
+      void svc.stop();
+    };
+    const flush = (): Promise<void> => {
+      flushing ??= (async () => {
+        while (pending.length && !failed) {
+          const batch = pending;
+          pending = [];
+          pendingEvents = 0;
+          drained?.();
+          drained = null;
+          const client = await pool.connect();
+          try {
+            const result = await writeWalTransactions(client, schema, batch);
+            const last = batch[batch.length - 1];
+            if (last) {
+              confirmed = last.endLsnText;
+              position = confirmed;
+              await svc.acknowledge(confirmed);
+            }
+            written += result.written;
+            for (const e of result.raw.slice(0, 1)) {
+              options.onWarning(
+                `WAL capture: ${result.raw.length} event(s) of ${e.schemaTable} did not fit its row type any more (table altered or dropped since the change): stored with text values`,
+              );
+            }
+            if (result.written) options.onWritten(result.written);
+          } catch (err) {
+            fail(coerceError(err));
+          } finally {
+            client.release();
+          }
+        }
+      })().finally(() => {
+        flushing = null;
+      });
+      return flushing;
+    };
+
+    svc.on('data', (_lsn: string, msg: Decoded) => {
+      switch (msg.tag) {
+        case 'error':
+          fail(msg.error);
+          return;
+        case 'begin':
+          open = { endLsn: 0n, endLsnText: '', events: [] };
+          return;
+        case 'relation':
+          if (msg.relation.replicaIdentity !== 'f') {
+            warnOnce(
+              `ri ${msg.relation.oid}`,
+              `WAL capture: ${msg.relation.schema}.${msg.relation.name} is not REPLICA IDENTITY FULL: its DELETE events carry only the key in old_row, UPDATE events no old_row (SELECT rppd_wal_capture(table) sets it)`,
+            );
+          }
+          return;
+        case 'insert':
+        case 'update':
+        case 'delete': {
+          const rel = msg.relation;
+          const event: WalEvent = {
+            rowType: relationRowType(rel.schema, rel.name),
+            schemaTable: `${rel.schema}.${rel.name}`,
+            trig: msg.tag === 'insert' ? 1 : msg.tag === 'update' ? 0 : 2,
+            newRow: msg.tag === 'delete' ? null : rowJson(rel, msg.new),
+            oldRow: msg.tag === 'insert' || msg.old === null ? null : rowJson(rel, msg.old),
+          };
+          if (msg.tag === 'update' && msg.new.includes(undefined)) {
+            warnOnce(
+              `toast ${rel.oid}`,
+              `WAL capture: an UPDATE of ${event.schemaTable} left unchanged TOASTed columns out of the WAL: they are missing from new_row (REPLICA IDENTITY FULL sends them)`,
+            );
+          }
+          open?.events.push(event);
+          return;
+        }
+        case 'truncate':
+          for (const rel of msg.relations) {
+            open?.events.push({
+              rowType: relationRowType(rel.schema, rel.name),
+              schemaTable: `${rel.schema}.${rel.name}`,
+              trig: 3,
+              newRow: null,
+              oldRow: null,
+            });
+          }
+          return;
+        case 'commit': {
+          const txn = open;
+          open = null;
+          if (!txn?.events.length) return;
+          txn.endLsn = msg.endLsn;
+          txn.endLsnText = formatLsn(msg.endLsn);
+          pending.push(txn);
+          pendingEvents += txn.events.length;
+          void flush();
+          // Backpressure: the stream waits (flow control) while too much is decoded and unwritten.
+          if (pendingEvents >= maxPending) return new Promise<void>((resolve) => (drained = resolve));
+          return;
+        }
+        default:
+          return;
+      }
+    });
+    svc.on('heartbeat', (lsn: string, _ts: number, shouldRespond: boolean) => {
+      // Nothing decoded and unwritten: everything up to the server's position is ours, and the
+      // slot may let that WAL go. Otherwise answer with what is written, so the server keeps us.
+      if (!open && !pending.length && !flushing) void svc.acknowledge(lsn);
+      else if (shouldRespond && confirmed) void svc.acknowledge(confirmed);
+    });
+    svc.on('error', (err: unknown) => fail(coerceError(err)));
+
+    try {
+      await svc.subscribe(new RawPgoutputPlugin({ publication }), slotName);
+    } catch (err) {
+      failed ??= coerceError(err);
+    }
+    await flushing;
+    await svc.stop().catch(() => undefined);
+    service = null;
+    if (failed && running) throw failed;
+  }
+
+  async function run(): Promise<void> {
+    let backoff = 1000;
+    while (running) {
+      try {
+        const state = await walSlotState(pool, schema);
+        slot = state?.exists ? state.slot : null;
+        if (!state?.exists) {
+          await pause(checkMs);
+          continue;
+        }
+        if (state.activePid !== null) {
+          warnOnce(
+            `busy ${state.activePid}`,
+            `WAL capture: slot ${state.slot} is streamed by PID ${state.activePid} (a master that has not stopped yet): waiting`,
+          );
+          await pause(backoff);
+          backoff = Math.min(backoff * 2, 15_000);
+          continue;
+        }
+        await stream(state.slot, state.publication);
+        backoff = 1000;
+      } catch (err) {
+        if (!running) break;
+        options.onError('wal capture', coerceError(err));
+        await pause(backoff);
+        backoff = Math.min(backoff * 2, 30_000);
+      }
+    }
+  }
+
+  return {
+    start() {
+      if (running) return;
+      running = true;
+      loop = run();
+    },
+    async stop() {
+      running = false;
+      wakeLoop?.();
+      await service?.stop().catch(() => undefined);
+      await loop;
+      loop = null;
+    },
+    stats: () => ({ streaming: service !== null, slot, written, position }),
+  };
+}
