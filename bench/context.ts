@@ -59,6 +59,10 @@ export function makeContext(pg: PgServer, options: BenchOptions): BenchContext {
     },
     async dropDb(url) {
       const name = decodeURIComponent(new URL(url).pathname.slice(1));
+      // A logical slot of the database (rppd's WAL capture) would keep it from being dropped.
+      await sql(pg.url, 'SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots WHERE database = $1', [
+        name,
+      ]);
       await sql(pg.url, `DROP DATABASE IF EXISTS ${quoteIdent(name)} WITH (FORCE)`);
     },
     find(workload, system, metric, caseName) {

@@ -39,7 +39,9 @@ function stamp(date: Date, quick: boolean): string {
 async function main(options: BenchOptions, argv: string[]): Promise<number> {
   const startedAt = new Date();
   const versions: Record<string, string> = { rppd: VERSION, ...ensurePeers() };
-  const pg = await startPg({ durable: true });
+  // wal_level = logical for every line: rppd's WAL-capture lines need it, and the others then
+  // run on the same server. With no slot it adds nothing to an INSERT's WAL.
+  const pg = await startPg({ durable: true, settings: { wal_level: 'logical' } });
   const postgres = execFileSync(join(pg.binDir, 'postgres'), ['--version'], { encoding: 'utf8' }).trim();
   const ctx = makeContext(pg, options);
   const info: RunInfo = {
@@ -57,6 +59,9 @@ async function main(options: BenchOptions, argv: string[]): Promise<number> {
     sizes: options.sizes,
     notes: ctx.notes,
   };
+  ctx.notes.push(
+    'server: wal_level = logical for every line (the rppd WAL-capture lines need it); only their databases have a slot',
+  );
   let failed = 0;
   const save = () => {
     info.finishedAt = new Date().toISOString();

@@ -17,6 +17,7 @@ export const RPPD_SCHEMA = 'rppd';
 export const PYTHON = '/usr/bin/python3';
 
 const JS_HANDLER = `export default async (event, ctx) => {
+  if (!event.new) return; // TRUNCATE between rounds, captured from the WAL
   const startedMs = performance.timeOrigin + performance.now();
   const { rows } = await ctx.db.query('SELECT id, k, payload FROM src WHERE id = $1', [event.new.id]);
   const row = rows[0];
@@ -142,9 +143,16 @@ export const rppd: BenchSystem = {
          VALUES ($1, '', 'public.src', $2, $3, $4)`,
         [lang === 'python' ? PYTHON_HANDLER : JS_HANDLER, options.ordered ? '.k' : '', !!options.ordered, lang],
       );
-      await db.query(
-        `CREATE TRIGGER rppd_event AFTER INSERT ON src FOR EACH ROW EXECUTE FUNCTION ${RPPD_SCHEMA}.rppd_event()`,
-      );
+      if (options.capture === 'wal') {
+        // Three transactions: the publication, then the slot (in a transaction that wrote nothing), then the table.
+        await db.query(`SELECT ${RPPD_SCHEMA}.rppd_wal_prepare()`);
+        await db.query(`SELECT ${RPPD_SCHEMA}.rppd_wal_slot()`);
+        await db.query(`SELECT ${RPPD_SCHEMA}.rppd_wal_capture('src')`);
+      } else {
+        await db.query(
+          `CREATE TRIGGER rppd_event AFTER INSERT ON src FOR EACH ROW EXECUTE FUNCTION ${RPPD_SCHEMA}.rppd_event()`,
+        );
+      }
     });
   },
   async start(url, options): Promise<RunningSystem> {

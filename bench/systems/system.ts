@@ -8,6 +8,8 @@ export interface InstallOptions {
   lang?: 'js' | 'python';
   /** Keep the order of events per value of src.k (rppd: topic '.k' with queue = true; graphile: queue_name per k). */
   ordered?: boolean;
+  /** rppd only: capture src by the rppd_event() trigger (default) or from the WAL (rppd_wal_capture). */
+  capture?: 'trigger' | 'wal';
 }
 
 export interface StartOptions {

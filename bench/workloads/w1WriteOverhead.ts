@@ -48,6 +48,16 @@ async function variants(ctx: BenchContext, clients: number): Promise<Variant[]> 
         make(system, 'node waiting for NOTIFY (NOTIFY per commit)', url, { prepare: holdListenLock }),
         make(system, 'node running (draining while writing)', url, { workers: true }),
       );
+      // Capture from the WAL: no trigger on src. One database each, so the slot that keeps the
+      // no-node rounds' WAL is not drained by the node-running rounds.
+      for (const [label, workers] of [
+        ['WAL capture, no node (the slot keeps the WAL)', false],
+        ['WAL capture, node running (draining while writing)', true],
+      ] as const) {
+        const walUrl = await ctx.freshDb(`w1_${system.name}_wal${workers ? '_node' : ''}_c${clients}`);
+        await system.install(walUrl, { capture: 'wal' });
+        out.push(make(system, label, walUrl, { workers }));
+      }
     } else {
       out.push(make(system, 'trigger only (no worker)', url), make(system, 'worker running', url, { workers: true }));
     }

@@ -23,6 +23,23 @@ export async function runW2(ctx: BenchContext): Promise<void> {
       note: `${exact(r) ? 'exact' : 'NOT EXACT'}: ${describe(r)}`,
     });
   }
+  if (ctx.systems.some((s) => s.name === 'rppd')) {
+    const rppdSystem = ctx.systems.find((s) => s.name === 'rppd')!;
+    const r = await throughputRun(ctx, rppdSystem, { label: 'w2_wal', install: { capture: 'wal' } });
+    ctx.data['W2 rppd WAL capture'] = r;
+    ctx.record({
+      workload: 'W2',
+      case: caseName,
+      system: 'rppd (WAL capture)',
+      metric: 'events/s',
+      value: r.rate,
+      unit: 'ev/s',
+      ratio: rates.rppd === undefined ? undefined : r.rate / rates.rppd,
+      ratioTo: 'rppd with the trigger',
+      otherCores: r.otherCores,
+      note: `${exact(r) ? 'exact' : 'NOT EXACT'}: ${describe(r)}`,
+    });
+  }
   const rppd = rates.rppd;
   const graphile = rates['graphile-worker'];
   const boss = rates['pg-boss'];

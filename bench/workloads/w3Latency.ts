@@ -6,9 +6,11 @@ import pg from 'pg';
 import type { BenchContext } from '../context.ts';
 import { sql, waitForSink } from '../db.ts';
 import { median, nowMs, sleep, summarize } from '../measure.ts';
-import type { BenchSystem, RunningSystem } from '../systems/system.ts';
+import type { BenchSystem, InstallOptions, RunningSystem } from '../systems/system.ts';
 
 const CONNECTIONS = 8;
+/** The line of rppd with src captured from the WAL instead of by the trigger. */
+const WAL = 'rppd (WAL capture)';
 
 interface Latencies {
   rate: number;
@@ -59,10 +61,15 @@ async function steadyInserts(url: string, rate: number, seconds: number, warmUp:
   return { committed, total, achievedRate };
 }
 
-async function measure(ctx: BenchContext, system: BenchSystem, rate: number): Promise<Latencies> {
+async function measure(
+  ctx: BenchContext,
+  system: BenchSystem,
+  rate: number,
+  install?: InstallOptions,
+): Promise<Latencies> {
   const { w3Seconds, w3WarmUpSeconds, concurrency } = ctx.options.sizes;
-  const url = await ctx.freshDb(`w3_${system.name}`);
-  await system.install(url);
+  const url = await ctx.freshDb(`w3_${system.name}${install?.capture === 'wal' ? '_wal' : ''}`);
+  await system.install(url, install);
   let running: RunningSystem | undefined;
   try {
     running = await system.start(url, { concurrency });
@@ -166,12 +173,15 @@ async function runAtPeerRate(ctx: BenchContext, rppd: BenchSystem, peer: BenchSy
   const runs = new Map<string, Latencies[]>([
     [rppd.name, []],
     [peer.name, []],
+    [WAL, []],
   ]);
   for (let round = 1; round <= rounds; round++) {
     for (const system of round % 2 === 1 ? [rppd, peer] : [peer, rppd]) {
       ctx.log(`W3 at ${Math.round(rate)} rows/s, round ${round}/${rounds}: ${system.name}`);
       runs.get(system.name)!.push(await measure(ctx, system, rate));
     }
+    ctx.log(`W3 at ${Math.round(rate)} rows/s, round ${round}/${rounds}: rppd, WAL capture`);
+    runs.get(WAL)!.push(await measure(ctx, rppd, rate, { capture: 'wal' }));
   }
   const caseName = `${Math.round(rate)} rows/s (graphile-worker's W3 rate), median of ${rounds}`;
   const summary = new Map<string, Latencies>();
@@ -180,16 +190,15 @@ async function runAtPeerRate(ctx: BenchContext, rppd: BenchSystem, peer: BenchSy
     const m = medianOfRounds(list);
     summary.set(name, m);
     const perRound = list.map((l) => `${l.start.p50.toFixed(2)} / ${l.start.p99.toFixed(2)}`).join(', ');
-    record(ctx, name, m, caseName, name === rppd.name, `; p50 / p99 per round (ms): ${perRound}`);
+    record(ctx, name, m, caseName, name !== peer.name, `; p50 / p99 per round (ms): ${perRound}`);
   }
-  const mine = summary.get(rppd.name)!;
   const theirs = summary.get(peer.name)!;
-  for (const p of ['p50', 'p99'] as const) {
-    const ratio = mine.start[p] / theirs.start[p];
+  for (const [name, p] of [rppd.name, WAL].flatMap((n) => (['p50', 'p99'] as const).map((q) => [n, q] as const))) {
+    const ratio = summary.get(name)!.start[p] / theirs.start[p];
     ctx.record({
       workload: 'W3',
       case: caseName,
-      system: rppd.name,
+      system: name,
       metric: `commit→start ${p} vs ${peer.name}`,
       value: ratio,
       unit: '×',
@@ -213,6 +222,12 @@ export async function runW3(ctx: BenchContext): Promise<void> {
     );
   }
   const rppd = ctx.systems.find((s) => s.name === 'rppd');
+  const own = ctx.data['W3 rppd'] as Latencies | undefined;
+  if (rppd && own) {
+    const l = await measure(ctx, rppd, own.rate, { capture: 'wal' });
+    ctx.data[`W3 ${WAL}`] = l;
+    record(ctx, WAL, l, `${Math.round(l.rate)} rows/s (half rppd's W2 rate)`, true);
+  }
   const graphile = ctx.systems.find((s) => s.name === 'graphile-worker');
   const peer = ctx.data['W3 graphile-worker'] as Latencies | undefined;
   if (rppd && graphile && peer) await runAtPeerRate(ctx, rppd, graphile, peer.rate);

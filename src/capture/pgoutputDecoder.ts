@@ -18,7 +18,7 @@ export interface WalRelation {
 
 export type PgoutputMessage =
   | { tag: 'begin'; finalLsn: bigint; xid: number }
-  | { tag: 'commit'; commitLsn: bigint; endLsn: bigint }
+  | { tag: 'commit'; commitLsn: bigint; endLsn: bigint; commitTime: bigint }
   | { tag: 'relation'; relation: WalRelation }
   | { tag: 'insert'; relation: WalRelation; new: WalValue[] }
   | { tag: 'update'; relation: WalRelation; old: WalValue[] | null; new: WalValue[] }
@@ -100,7 +100,7 @@ export function makePgoutputDecoder() {
       case 0x43 /* C */:
         {
           r.u8(); // flags
-          return { tag: 'commit', commitLsn: r.u64(), endLsn: r.u64() };
+          return { tag: 'commit', commitLsn: r.u64(), endLsn: r.u64(), commitTime: r.u64() };
         }
       case 0x52 /* R */:
         {

@@ -119,6 +119,8 @@ export function makeWalCapture(options: WalCaptureOptions): WalCapture {
     let drained: (() => void) | null = null;
     let failed: Error | null = null;
     let confirmed: string | null = null;
+    /** What this stream last wrote: its next write needs no read of the position first. */
+    let stored: bigint | undefined;
 
     const fail = (error: Error) => {
       failed ??= error;
@@ -134,7 +136,8 @@ export function makeWalCapture(options: WalCaptureOptions): WalCapture {
           drained = null;
           const client = await pool.connect();
           try {
-            const result = await writeWalTransactions(client, schema, batch);
+            const result = await writeWalTransactions(client, schema, batch, stored);
+            stored = result.position;
             const last = batch[batch.length - 1];
             if (last) {
               confirmed = last.endLsnText;

@@ -55,16 +55,129 @@ export interface WriteResult {
 
 // PostgreSQL turns each text value into the column's type (its input function) and then
 // writes the row as to_json(NEW) does: the event carries the trigger's JSON.
-const insertSql = (schema: string, rowType: string | null) => {
-  const image = (col: string) =>
-    rowType === null
-      ? col
-      : `CASE WHEN ${col} IS NULL THEN NULL ELSE to_json(json_populate_record(NULL::${rowType}, ${col})) END`;
-  return `INSERT INTO ${rppdTable(schema, 'rppd_event_queue')} (schema_table, trig, new_row, old_row)
-  SELECT u.t, u.trig, ${image('u.n')}, ${image('u.o')}
-    FROM unnest($1::text[], $2::int2[], $3::json[], $4::json[]) WITH ORDINALITY AS u(t, trig, n, o, ord)
-   ORDER BY u.ord`;
+const image = (col: string, rowType: string) =>
+  `CASE WHEN ${col} IS NULL THEN NULL ELSE to_json(json_populate_record(NULL::${rowType}, ${col})) END`;
+
+/** The row images by each event's row type (u.ty indexes `rowTypes`); `null`: the text values as they are. */
+const images = (col: string, rowTypes: string[] | null) => {
+  if (rowTypes === null) return col;
+  if (rowTypes.length === 1) return image(col, rowTypes[0]!);
+  return `CASE u.ty ${rowTypes.map((t, i) => `WHEN ${i} THEN ${image(col, t)}`).join(' ')} END`;
 };
+
+const selectEvents = (rowTypes: string[] | null, where = '') =>
+  `SELECT u.t, u.trig, ${images('u.n', rowTypes)}, ${images('u.o', rowTypes)}
+     FROM unnest($1::text[], $2::int2[], $3::json[], $4::json[], $5::int[]) WITH ORDINALITY AS u(t, trig, n, o, ty, ord)
+    ${where} ORDER BY u.ord`;
+
+const params = (events: WalEvent[], rowTypes: string[]) => [
+  events.map((e) => e.schemaTable),
+  events.map((e) => e.trig),
+  events.map((e) => e.newRow),
+  events.map((e) => e.oldRow),
+  events.map((e) => rowTypes.indexOf(e.rowType)),
+];
+
+const isDataError = (err: unknown) => {
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' && (code.startsWith('22') || code.startsWith('42'));
+};
+
+async function storedPosition(client: pg.ClientBase, schema: string, lock = ''): Promise<bigint> {
+  const { rows } = await client.query<{ lsn: string }>(
+    `SELECT lsn::text FROM ${rppdTable(schema, 'rppd_wal_position')} WHERE id = 1 ${lock}`,
+  );
+  const stored = rows[0]?.lsn;
+  if (stored === undefined) throw new Error(`${schema}.rppd_wal_position has no row: run rppd init`);
+  return parseLsn(stored);
+}
+
+/**
+ * Writes the transactions not yet stored, in order, and moves rppd_wal_position to the
+ * last one's end LSN, in one commit. `known` is the position the caller last saw (its own
+ * previous write): then it is one statement, which writes nothing unless the stored position
+ * is still below the first transaction's end. A row type that refuses its values (table
+ * dropped or altered since) sends the batch to the slow path, which stores those as text.
+ */
+export async function writeWalTransactions(
+  client: pg.ClientBase,
+  schema: string,
+  txns: WalTransaction[],
+  known?: bigint,
+): Promise<WriteResult & { position: bigint }> {
+  const from = known ?? (await storedPosition(client, schema));
+  const fresh = txns.filter((t) => t.endLsn > from);
+  const first = fresh[0];
+  const last = fresh[fresh.length - 1];
+  if (!first || !last) return { written: 0, skipped: txns.length, raw: [], position: from };
+  const events = fresh.flatMap((t) => t.events);
+  const rowTypes = [...new Set(events.map((e) => e.rowType))];
+  try {
+    const res = await client.query(
+      `WITH pos AS (
+         UPDATE ${rppdTable(schema, 'rppd_wal_position')} SET lsn = $6::pg_lsn, written_at = now()
+          WHERE id = 1 AND lsn < $7::pg_lsn RETURNING 1)
+       INSERT INTO ${rppdTable(schema, 'rppd_event_queue')} (schema_table, trig, new_row, old_row)
+       ${selectEvents(rowTypes, 'WHERE EXISTS (SELECT 1 FROM pos)')}`,
+      [...params(events, rowTypes), last.endLsnText, first.endLsnText],
+    );
+    if (res.rowCount === events.length) {
+      return { written: events.length, skipped: txns.length - fresh.length, raw: [], position: last.endLsn };
+    }
+    // Written by another stream meanwhile (a master before this one): nothing was; look again.
+  } catch (err) {
+    if (!isDataError(err)) throw err;
+  }
+  return writeTolerant(client, schema, txns);
+}
+
+/** One transaction under the position's row lock; each table's run in a savepoint, stored as text if refused. */
+async function writeTolerant(
+  client: pg.ClientBase,
+  schema: string,
+  txns: WalTransaction[],
+): Promise<WriteResult & { position: bigint }> {
+  const result: WriteResult = { written: 0, skipped: 0, raw: [] };
+  await client.query('BEGIN');
+  try {
+    const stored = await storedPosition(client, schema, 'FOR UPDATE');
+    const fresh = txns.filter((t) => t.endLsn > stored);
+    result.skipped = txns.length - fresh.length;
+    const last = fresh[fresh.length - 1];
+    if (!last) {
+      await client.query('COMMIT');
+      return { ...result, position: stored };
+    }
+    for (const run of runsOf(fresh.flatMap((t) => t.events))) {
+      const rowTypes = [run[0]!.rowType];
+      const insert = (types: string[] | null) =>
+        client.query(
+          `INSERT INTO ${rppdTable(schema, 'rppd_event_queue')} (schema_table, trig, new_row, old_row) ${selectEvents(types)}`,
+          params(run, rowTypes),
+        );
+      await client.query('SAVEPOINT rppd_wal_run');
+      try {
+        await insert(rowTypes);
+        await client.query('RELEASE SAVEPOINT rppd_wal_run');
+      } catch (err) {
+        if (!isDataError(err)) throw err;
+        await client.query('ROLLBACK TO SAVEPOINT rppd_wal_run');
+        await insert(null);
+        result.raw.push(...run);
+      }
+      result.written += run.length;
+    }
+    await client.query(
+      `UPDATE ${rppdTable(schema, 'rppd_wal_position')} SET lsn = $1::pg_lsn, written_at = now() WHERE id = 1`,
+      [last.endLsnText],
+    );
+    await client.query('COMMIT');
+    return { ...result, position: last.endLsn };
+  } catch (err) {
+    await client.query('ROLLBACK').catch(() => undefined);
+    throw err;
+  }
+}
 
 /** Runs of consecutive events of one table: one INSERT each, in commit order. */
 function runsOf(events: WalEvent[]): WalEvent[][] {
@@ -75,74 +188,6 @@ function runsOf(events: WalEvent[]): WalEvent[][] {
     else runs.push([e]);
   }
   return runs;
-}
-
-const params = (run: WalEvent[]) => [
-  run.map((e) => e.schemaTable),
-  run.map((e) => e.trig),
-  run.map((e) => e.newRow),
-  run.map((e) => e.oldRow),
-];
-
-const isDataError = (err: unknown) => {
-  const code = (err as { code?: unknown }).code;
-  return typeof code === 'string' && (code.startsWith('22') || code.startsWith('42'));
-};
-
-/**
- * Writes the transactions not yet stored, in order, and moves rppd_wal_position to the
- * last one's end LSN, in one commit. `tolerant` puts each table's run in a savepoint
- * and stores the values as text where the row type refuses them.
- */
-export async function writeWalTransactions(
-  client: pg.ClientBase,
-  schema: string,
-  txns: WalTransaction[],
-  tolerant = false,
-): Promise<WriteResult> {
-  const result: WriteResult = { written: 0, skipped: 0, raw: [] };
-  await client.query('BEGIN');
-  try {
-    const pos = await client.query<{ lsn: string }>(
-      `SELECT lsn::text FROM ${rppdTable(schema, 'rppd_wal_position')} WHERE id = 1 FOR UPDATE`,
-    );
-    const stored = pos.rows[0]?.lsn;
-    if (stored === undefined) throw new Error(`${schema}.rppd_wal_position has no row: run rppd init`);
-    const storedLsn = parseLsn(stored);
-    const fresh = txns.filter((t) => t.endLsn > storedLsn);
-    result.skipped = txns.length - fresh.length;
-    const last = fresh[fresh.length - 1];
-    if (last) {
-      for (const run of runsOf(fresh.flatMap((t) => t.events))) {
-        const rowType = run[0]?.rowType ?? null;
-        if (!tolerant) {
-          await client.query(insertSql(schema, rowType), params(run));
-        } else {
-          await client.query('SAVEPOINT rppd_wal_run');
-          try {
-            await client.query(insertSql(schema, rowType), params(run));
-            await client.query('RELEASE SAVEPOINT rppd_wal_run');
-          } catch (err) {
-            if (!isDataError(err)) throw err;
-            await client.query('ROLLBACK TO SAVEPOINT rppd_wal_run');
-            await client.query(insertSql(schema, null), params(run));
-            result.raw.push(...run);
-          }
-        }
-        result.written += run.length;
-      }
-      await client.query(
-        `UPDATE ${rppdTable(schema, 'rppd_wal_position')} SET lsn = $1::pg_lsn, written_at = now() WHERE id = 1`,
-        [last.endLsnText],
-      );
-    }
-    await client.query('COMMIT');
-    return result;
-  } catch (err) {
-    await client.query('ROLLBACK').catch(() => undefined);
-    if (!tolerant && isDataError(err)) return writeWalTransactions(client, schema, txns, true);
-    throw err;
-  }
 }
 
 /** "schema"."table" of a decoded relation. */
