@@ -5,18 +5,20 @@
 // new master resumes from the slot and skips what rppd_wal_position says is written.
 // A slot has one consumer at a time: the server itself keeps a stale master out.
 
-import type pg from 'pg';
+import pg from 'pg';
 import { LogicalReplicationService } from 'pg-logical-replication';
 import { AbstractPlugin } from 'pg-logical-replication/dist/output-plugins/abstract.plugin.js';
 import {
   relationRowType,
   type WalEvent,
   type WalTransaction,
+  walLsns,
   walSlotState,
   writeWalTransactions,
 } from '../db/queries/wal.ts';
 import { coerceError } from '../util/errors.ts';
 import { formatLsn } from '../util/lsn.ts';
+import { makeDurableAcks } from './durableAcks.ts';
 import { makePgoutputDecoder, type PgoutputMessage, type WalRelation, type WalValue } from './pgoutputDecoder.ts';
 
 export interface WalCaptureOptions {
@@ -30,6 +32,8 @@ export interface WalCaptureOptions {
   onWarning: (message: string) => void;
   /** How often to look for the slot while there is none (ms). */
   checkMs?: number;
+  /** How often unconfirmed writes look at the server's flush position while no new write comes (ms). */
+  ackCheckMs?: number;
   /** Decoded events held in memory before the stream is paused. */
   maxPending?: number;
 }
@@ -81,6 +85,7 @@ export function makeWalCapture(options: WalCaptureOptions): WalCapture {
   const { pool, schema } = options;
   const checkMs = options.checkMs ?? 5000;
   const maxPending = options.maxPending ?? 20_000;
+  const ackCheckMs = options.ackCheckMs ?? 250;
   let running = false;
   let service: LogicalReplicationService | null = null;
   let loop: Promise<void> | null = null;
@@ -122,6 +127,22 @@ export function makeWalCapture(options: WalCaptureOptions): WalCapture {
     /** What this stream last wrote: its next write needs no read of the position first. */
     let stored: bigint | undefined;
 
+    // The stream's own connection for its writes: synchronous_commit = off keeps the disk off
+    // the event's path; a position is confirmed to the slot once the WAL is flushed past it.
+    const writer = new pg.Client({
+      connectionString: options.url,
+      application_name: options.applicationName,
+      options: '-c synchronous_commit=off',
+    });
+    writer.on('error', (err) => fail(coerceError(err)));
+    const acks = makeDurableAcks();
+    const confirm = (flush: bigint) => {
+      const remote = acks.durable(flush);
+      if (remote === null) return;
+      confirmed = remote;
+      void svc.acknowledge(remote);
+    };
+
     const fail = (error: Error) => {
       failed ??= error;
       void svc.stop();
@@ -134,15 +155,18 @@ export function makeWalCapture(options: WalCaptureOptions): WalCapture {
           pendingEvents = 0;
           drained?.();
           drained = null;
-          const client = await pool.connect();
           try {
-            const result = await writeWalTransactions(client, schema, batch, stored);
+            const result = await writeWalTransactions(writer, schema, batch, stored);
             stored = result.position;
-            const last = batch[batch.length - 1];
-            if (last) {
-              confirmed = last.endLsnText;
-              position = confirmed;
-              await svc.acknowledge(confirmed);
+            position = formatLsn(result.position);
+            if (result.wal) {
+              if (result.wal.afterCommit) {
+                acks.written(position, result.wal.insert);
+              } else {
+                acks.observedInsert(result.wal.insert);
+                acks.written(position);
+              }
+              confirm(result.wal.flush);
             }
             written += result.written;
             for (const e of result.raw.slice(0, 1)) {
@@ -153,8 +177,6 @@ export function makeWalCapture(options: WalCaptureOptions): WalCapture {
             if (result.written) options.onWritten(result.written);
           } catch (err) {
             fail(coerceError(err));
-          } finally {
-            client.release();
           }
         }
       })().finally(() => {
@@ -162,6 +184,17 @@ export function makeWalCapture(options: WalCaptureOptions): WalCapture {
       });
       return flushing;
     };
+    // Writes waiting to be confirmed while no new write comes: look at the flush position.
+    const ackTimer = setInterval(() => {
+      if (acks.waiting === 0 || flushing || failed) return;
+      walLsns(writer).then(
+        ({ insert, flush: flushed }) => {
+          acks.observedInsert(insert);
+          confirm(flushed);
+        },
+        (err: unknown) => fail(coerceError(err)),
+      );
+    }, ackCheckMs);
 
     svc.on('data', (_lsn: string, msg: Decoded) => {
       switch (msg.tag) {
@@ -230,18 +263,21 @@ export function makeWalCapture(options: WalCaptureOptions): WalCapture {
     svc.on('heartbeat', (lsn: string, _ts: number, shouldRespond: boolean) => {
       // Nothing decoded and unwritten: everything up to the server's position is ours, and the
       // slot may let that WAL go. Otherwise answer with what is written, so the server keeps us.
-      if (!open && !pending.length && !flushing) void svc.acknowledge(lsn);
+      if (!open && !pending.length && !flushing && acks.waiting === 0) void svc.acknowledge(lsn);
       else if (shouldRespond && confirmed) void svc.acknowledge(confirmed);
     });
     svc.on('error', (err: unknown) => fail(coerceError(err)));
 
     try {
+      await writer.connect();
       await svc.subscribe(new RawPgoutputPlugin({ publication }), slotName);
     } catch (err) {
       failed ??= coerceError(err);
     }
+    clearInterval(ackTimer);
     await flushing;
     await svc.stop().catch(() => undefined);
+    await writer.end().catch(() => undefined);
     service = null;
     if (failed && running) throw failed;
   }

@@ -222,12 +222,18 @@ describe('WAL capture', () => {
       `SELECT k FROM sink WHERE tbl = 'public.kill_src' GROUP BY k HAVING count(DISTINCT event_id) > 1`,
     );
     assert.deepEqual(twice, []);
-    // The stream's position is stored and confirmed to the slot, so it lets old WAL go.
-    const [pos] = await f.query<{ stored: boolean; confirmed: boolean }>(
-      `SELECT w.lsn > '0/0' AS stored, s.confirmed_flush_lsn >= w.lsn AS confirmed
-         FROM rppd_wal_position w, pg_replication_slots s WHERE s.slot_name = (rppd_wal_names()).slot`,
+    // The stream's position is stored, and confirmed to the slot once the WAL is flushed past the
+    // write (it commits asynchronously), so the slot lets old WAL go.
+    await waitFor(
+      async () => {
+        const [pos] = await f.query<{ stored: boolean; confirmed: boolean }>(
+          `SELECT w.lsn > '0/0' AS stored, s.confirmed_flush_lsn >= w.lsn AS confirmed
+             FROM rppd_wal_position w, pg_replication_slots s WHERE s.slot_name = (rppd_wal_names()).slot`,
+        );
+        return pos?.stored && pos.confirmed;
+      },
+      { what: 'the stored position confirmed to the slot' },
     );
-    assert.deepEqual(pos, { stored: true, confirmed: true });
   });
 
   test('a transaction at or below the stored position is not written again (a restart before the slot heard the ack)', async () => {

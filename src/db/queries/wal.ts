@@ -83,6 +83,24 @@ const isDataError = (err: unknown) => {
   return typeof code === 'string' && (code.startsWith('22') || code.startsWith('42'));
 };
 
+const LSNS = 'pg_current_wal_insert_lsn()::text AS insert_lsn, pg_current_wal_flush_lsn()::text AS flush_lsn';
+
+/** The server's WAL insert and flush positions now. */
+export async function walLsns(client: pg.ClientBase): Promise<{ insert: bigint; flush: bigint }> {
+  const { rows } = await client.query<{ insert_lsn: string; flush_lsn: string }>(`SELECT ${LSNS}`);
+  return { insert: parseLsn(rows[0]!.insert_lsn), flush: parseLsn(rows[0]!.flush_lsn) };
+}
+
+export interface WriteOutcome extends WriteResult {
+  /** The stored position after the write. */
+  position: bigint;
+  /**
+   * The server's WAL insert and flush positions, read during the write's statement (afterCommit
+   * false: the insert position is past every earlier commit, not this one's) or after its commit; null when nothing was written.
+   */
+  wal: { insert: bigint; flush: bigint; afterCommit: boolean } | null;
+}
+
 async function storedPosition(client: pg.ClientBase, schema: string, lock = ''): Promise<bigint> {
   const { rows } = await client.query<{ lsn: string }>(
     `SELECT lsn::text FROM ${rppdTable(schema, 'rppd_wal_position')} WHERE id = 1 ${lock}`,
@@ -104,25 +122,34 @@ export async function writeWalTransactions(
   schema: string,
   txns: WalTransaction[],
   known?: bigint,
-): Promise<WriteResult & { position: bigint }> {
+): Promise<WriteOutcome> {
   const from = known ?? (await storedPosition(client, schema));
   const fresh = txns.filter((t) => t.endLsn > from);
   const first = fresh[0];
   const last = fresh[fresh.length - 1];
-  if (!first || !last) return { written: 0, skipped: txns.length, raw: [], position: from };
+  if (!first || !last) return { written: 0, skipped: txns.length, raw: [], position: from, wal: null };
   const events = fresh.flatMap((t) => t.events);
   const rowTypes = [...new Set(events.map((e) => e.rowType))];
   try {
-    const res = await client.query(
+    const res = await client.query<{ n: number; insert_lsn: string; flush_lsn: string }>(
       `WITH pos AS (
          UPDATE ${rppdTable(schema, 'rppd_wal_position')} SET lsn = $6::pg_lsn, written_at = now()
-          WHERE id = 1 AND lsn < $7::pg_lsn RETURNING 1)
-       INSERT INTO ${rppdTable(schema, 'rppd_event_queue')} (schema_table, trig, new_row, old_row)
-       ${selectEvents(rowTypes, 'WHERE EXISTS (SELECT 1 FROM pos)')}`,
+          WHERE id = 1 AND lsn < $7::pg_lsn RETURNING 1),
+       ins AS (
+         INSERT INTO ${rppdTable(schema, 'rppd_event_queue')} (schema_table, trig, new_row, old_row)
+         ${selectEvents(rowTypes, 'WHERE EXISTS (SELECT 1 FROM pos)')} RETURNING 1)
+       SELECT (SELECT count(*) FROM ins)::int AS n, ${LSNS}`,
       [...params(events, rowTypes), last.endLsnText, first.endLsnText],
     );
-    if (res.rowCount === events.length) {
-      return { written: events.length, skipped: txns.length - fresh.length, raw: [], position: last.endLsn };
+    const row = res.rows[0];
+    if (row && row.n === events.length) {
+      return {
+        written: events.length,
+        skipped: txns.length - fresh.length,
+        raw: [],
+        position: last.endLsn,
+        wal: { insert: parseLsn(row.insert_lsn), flush: parseLsn(row.flush_lsn), afterCommit: false },
+      };
     }
     // Written by another stream meanwhile (a master before this one): nothing was; look again.
   } catch (err) {
@@ -132,11 +159,7 @@ export async function writeWalTransactions(
 }
 
 /** One transaction under the position's row lock; each table's run in a savepoint, stored as text if refused. */
-async function writeTolerant(
-  client: pg.ClientBase,
-  schema: string,
-  txns: WalTransaction[],
-): Promise<WriteResult & { position: bigint }> {
+async function writeTolerant(client: pg.ClientBase, schema: string, txns: WalTransaction[]): Promise<WriteOutcome> {
   const result: WriteResult = { written: 0, skipped: 0, raw: [] };
   await client.query('BEGIN');
   try {
@@ -146,7 +169,7 @@ async function writeTolerant(
     const last = fresh[fresh.length - 1];
     if (!last) {
       await client.query('COMMIT');
-      return { ...result, position: stored };
+      return { ...result, position: stored, wal: null };
     }
     for (const run of runsOf(fresh.flatMap((t) => t.events))) {
       const rowTypes = [run[0]!.rowType];
@@ -172,7 +195,7 @@ async function writeTolerant(
       [last.endLsnText],
     );
     await client.query('COMMIT');
-    return { ...result, position: last.endLsn };
+    return { ...result, position: last.endLsn, wal: { ...(await walLsns(client)), afterCommit: true } };
   } catch (err) {
     await client.query('ROLLBACK').catch(() => undefined);
     throw err;
