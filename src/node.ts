@@ -178,7 +178,9 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
       pool,
       schema,
       applicationName: `rppd ${settings.name} wal`,
-      onWritten: () => d.wake(),
+      room: () => d.room(),
+      // Events handed over as written need no read; any others the loop reads.
+      onWritten: (count, rows) => d.offer(rows, count),
       onError: (where, error) => events.emit('db:error', { where, error }),
       onWarning: (message) => log.warn(message),
     });

@@ -49,6 +49,14 @@ export interface Dispatcher {
   start(): void;
   /** A hint that new events may be there (NOTIFY). */
   wake(): void;
+  /** How many events written in this process offer() would admit now (0 while the loop is behind the table). */
+  room(): number;
+  /**
+   * `count` events this process just committed to the queue (WAL capture), and `rows`, them as
+   * the loop would read them: admitted at once when all are there and room() allows, else
+   * left to the loop's next read (and later ones too, until a read reaches the table's end).
+   */
+  offer(rows: EventRow[], count: number): void;
   /** The executor has more free slots (a node joined or came back): start what is ready. */
   pump(): void;
   /** Stop reading; wait up to graceMs for running runs; write what finished. */
@@ -76,6 +84,9 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
     if (info?.cronId != null) completer.cronDone(info.cronId, info.error);
   });
   let cursor = '0';
+  // The last read reached the end of the table with room to spare: events written in this process
+  // may be admitted without a read. Until then (a new master, a full window) the loop reads them.
+  let caughtUp = false;
   let running = 0;
   let stopped = false;
   let sleeping: boolean | null = null;
@@ -115,8 +126,17 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
     });
   }
 
-  async function admit(rows: EventRow[]): Promise<void> {
-    if (rows.length === 0) return;
+  // One admission at a time, in call order: the loop's reads and the events offered by WAL
+  // capture interleave, and each awaits the registry before it schedules (topic order).
+  let admitting: Promise<void> = Promise.resolve();
+  function admit(rows: EventRow[]): Promise<void> {
+    if (rows.length === 0) return Promise.resolve();
+    const next = admitting.then(() => admitNow(rows));
+    admitting = next.catch(() => undefined);
+    return next;
+  }
+
+  async function admitNow(rows: EventRow[]): Promise<void> {
     // Functions changed in or before the snapshot that read these events must be known first.
     await registry.ensureVersion(rows.reduce((max, r) => (BigInt(r.fv) > max ? BigInt(r.fv) : max), 0n));
     const pks = await registry.pkColumns(new Set(rows.map((r) => r.schema_table)));
@@ -302,7 +322,9 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
           full = rows.length === limit;
           wakeMode.note(Date.now(), rows.length, full);
           await admit(rows);
+          caughtUp = !full;
         } else {
+          caughtUp = false;
           wakeMode.note(Date.now(), 0, true);
         }
         if (gaps.size) await rereadGaps();
@@ -343,6 +365,30 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
     },
     wake() {
       signal();
+    },
+    room() {
+      return caughtUp && !stopped ? Math.max(0, windowSize - admitted.size) : 0;
+    },
+    offer(rows, count) {
+      if (count === 0 || stopped) return;
+      if (!caughtUp || rows.length < count || admitted.size + rows.length > windowSize) {
+        // Left in the table: the loop reads from its cursor, which has not moved past them.
+        caughtUp = false;
+        signal();
+        return;
+      }
+      // Ids between the cursor and these (another writer's events, not yet read) become gaps
+      // that the loop reads at once (noteGaps); the sweep catches anything later still.
+      admit(rows).then(
+        () => {
+          if (gaps.size) signal();
+        },
+        (err: unknown) => {
+          caughtUp = false;
+          events.emit('db:error', { where: 'dispatch (admitting written events)', error: coerceError(err) });
+          signal();
+        },
+      );
     },
     async stop(graceMs) {
       stopped = true;

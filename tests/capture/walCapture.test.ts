@@ -182,6 +182,52 @@ describe('WAL capture', () => {
     );
   });
 
+  test('a burst larger than the dispatcher window keeps every key in commit order, each event once', async () => {
+    // The master hands events it wrote straight to the dispatcher while the window has room and
+    // leaves the rest to the dispatcher's reads: both paths, one order.
+    await f.db.query(`CREATE TABLE burst (id int PRIMARY KEY, k int); SELECT rppd_wal_capture('burst')`);
+    // Two keys, 2 ms a run: the burst fills the window (2,000 events) and keeps it full, so the
+    // single-row commits after it are written while older events still wait in the table.
+    const slowRecordJs = recordJs.replace(
+      'async (event, ctx) => {',
+      'async (event, ctx) => { await new Promise((r) => setTimeout(r, 2));',
+    );
+    await f.db.query(
+      `INSERT INTO rppd_function (schema_table, topic, code, checksum, lang, queue) VALUES ('public.burst', '.k', $1, 'na', 'js', true)`,
+      [slowRecordJs],
+    );
+    const keys = 2;
+    let id = 0;
+    for (let t = 0; t < 25; t++, id += 100) {
+      await f.db.query(`INSERT INTO burst SELECT g, g % ${keys} FROM generate_series($1::int, $2::int) g`, [
+        id,
+        id + 99,
+      ]);
+    }
+    for (let end = id + 300; id < end; id++) await f.db.query(`INSERT INTO burst VALUES ($1, $1 % ${keys})`, [id]);
+    const rows = await waitForRows<{ id: number; k: number; n: number }>(
+      f,
+      `SELECT (new_row->>'id')::int AS id, (new_row->>'k')::int AS k, count(*) OVER (PARTITION BY new_row->>'id')::int AS n
+         FROM sink WHERE tbl = 'public.burst' ORDER BY sink.id`,
+      id,
+      [],
+      120_000,
+    );
+    assert.equal(rows.length, id);
+    assert.deepEqual(
+      rows.filter((r) => r.n !== 1),
+      [],
+      'each change ran once',
+    );
+    const last = new Map<number, number>();
+    const outOfOrder = rows.filter((r) => {
+      const before = last.get(r.k) ?? -1;
+      last.set(r.k, r.id);
+      return r.id < before;
+    });
+    assert.deepEqual(outOfOrder, [], 'each key in commit order');
+  });
+
   test('a master killed mid-stream, and a PostgreSQL crash restart, lose no change and capture none twice', async () => {
     const total = 600;
     const write = async (from: number, to: number) => {
@@ -262,15 +308,39 @@ describe('WAL capture', () => {
         skipped,
         raw: raw.length,
       });
-      assert.deepEqual(counts(await writeWalTransactions(db, 'public', [txn(100, next)])), {
-        written: 1,
-        skipped: 0,
-        raw: 0,
+      const first = await writeWalTransactions(db, 'public', [txn(100, next)], { returnRows: true });
+      assert.deepEqual(counts(first), { written: 1, skipped: 0, raw: 0 });
+      // Asked for, the written events come back as the dispatcher would read them.
+      assert.equal(first.rows.length, 1);
+      const [back] = await f.query<{ id: string; fv: string }>(
+        `SELECT q.id, (SELECT functions_version FROM rppd_wake)::text AS fv FROM rppd_event_queue q
+          WHERE schema_table = 'public.dedupe'`,
+      );
+      const { id, schema_table, trig, new_row, old_row, done_fns, attempts, fn_id, cron_id, fv } = first.rows[0]!;
+      assert.deepEqual(
+        { id, schema_table, trig, new_row, old_row, done_fns, attempts, fn_id, cron_id, fv },
+        {
+          id: back!.id,
+          schema_table: 'public.dedupe',
+          trig: 1,
+          new_row: { id: 100, v: null },
+          old_row: null,
+          done_fns: [],
+          attempts: 0,
+          fn_id: null,
+          cron_id: null,
+          fv: back!.fv,
+        },
+      );
+      // Told a position below the stored one (a stream that did not see the last write): still
+      // skipped, by the locked path, which leaves the events to the dispatcher to read.
+      const again = await writeWalTransactions(db, 'public', [txn(100, next), txn(101, next + 1n)], {
+        known: next - 1n,
+        returnRows: true,
       });
-      // Told a position below the stored one (a stream that did not see the last write): still skipped.
-      const again = await writeWalTransactions(db, 'public', [txn(100, next), txn(101, next + 1n)], next - 1n);
       assert.deepEqual(counts(again), { written: 1, skipped: 1, raw: 0 });
       assert.equal(again.position, next + 1n);
+      assert.equal(again.rows.length, 0);
       // A row type that no longer takes the values: kept with its text values, not lost.
       const altered = { ...txn(102, next + 2n) };
       altered.events = [{ ...altered.events[0]!, rowType: '"public"."no_such_table"' }];

@@ -4,6 +4,7 @@ import type pg from 'pg';
 import { parseLsn } from '../../util/lsn.ts';
 import { quoteIdent, rppdTable } from '../ident.ts';
 import { SqlState } from '../sqlState.ts';
+import type { EventRow } from './events.ts';
 
 export interface WalNames {
   publication: string;
@@ -94,6 +95,8 @@ export async function walLsns(client: pg.ClientBase): Promise<{ insert: bigint; 
 export interface WriteOutcome extends WriteResult {
   /** The stored position after the write. */
   position: bigint;
+  /** The events as written, in id order, when asked for and written by the one-statement path; else empty. */
+  rows: EventRow[];
   /**
    * The server's WAL insert and flush positions, read during the write's statement (afterCommit
    * false: the insert position is past every earlier commit, not this one's) or after its commit; null when nothing was written.
@@ -110,35 +113,56 @@ async function storedPosition(client: pg.ClientBase, schema: string, lock = ''):
   return parseLsn(stored);
 }
 
+export interface WriteOptions {
+  /** The position the caller last saw (its own previous write): the write needs no read of it first. */
+  known?: bigint;
+  /** Return the written events as the dispatcher reads them, so that it need not read them again. */
+  returnRows?: boolean;
+}
+
+/** The written events as selectEventsSql returns them (a fresh event has no state row), or the count alone. */
+const written = (schema: string, returnRows: boolean) =>
+  returnRows
+    ? `SELECT i.id, i.schema_table, i.trig, i.new_row, i.old_row, '{}'::int[] AS done_fns, 0 AS attempts,
+              NULL::int AS fn_id, NULL::int AS cron_id, w.fv, w.n, w.insert_lsn, w.flush_lsn
+         FROM (SELECT (SELECT count(*) FROM ins)::int AS n,
+                      (SELECT functions_version FROM ${rppdTable(schema, 'rppd_wake')}) AS fv, ${LSNS}) w
+         LEFT JOIN ins i ON true ORDER BY i.id`
+    : `SELECT (SELECT count(*) FROM ins)::int AS n, ${LSNS}`;
+
+type WrittenRow = Partial<EventRow> & { n: number; insert_lsn: string; flush_lsn: string };
+
 /**
  * Writes the transactions not yet stored, in order, and moves rppd_wal_position to the
- * last one's end LSN, in one commit. `known` is the position the caller last saw (its own
- * previous write): then it is one statement, which writes nothing unless the stored position
- * is still below the first transaction's end. A row type that refuses its values (table
- * dropped or altered since) sends the batch to the slow path, which stores those as text.
+ * last one's end LSN, in one commit. With a `known` position it is one statement, which
+ * writes nothing unless the stored position is still below the first transaction's end. A
+ * row type that refuses its values (table dropped or altered since) sends the batch to the
+ * slow path, which stores those as text (and returns no rows).
  */
 export async function writeWalTransactions(
   client: pg.ClientBase,
   schema: string,
   txns: WalTransaction[],
-  known?: bigint,
+  options: WriteOptions = {},
 ): Promise<WriteOutcome> {
-  const from = known ?? (await storedPosition(client, schema));
+  const from = options.known ?? (await storedPosition(client, schema));
   const fresh = txns.filter((t) => t.endLsn > from);
   const first = fresh[0];
   const last = fresh[fresh.length - 1];
-  if (!first || !last) return { written: 0, skipped: txns.length, raw: [], position: from, wal: null };
+  if (!first || !last) return { written: 0, skipped: txns.length, raw: [], rows: [], position: from, wal: null };
   const events = fresh.flatMap((t) => t.events);
   const rowTypes = [...new Set(events.map((e) => e.rowType))];
+  const returnRows = options.returnRows ?? false;
   try {
-    const res = await client.query<{ n: number; insert_lsn: string; flush_lsn: string }>(
+    const res = await client.query<WrittenRow>(
       `WITH pos AS (
          UPDATE ${rppdTable(schema, 'rppd_wal_position')} SET lsn = $6::pg_lsn, written_at = now()
           WHERE id = 1 AND lsn < $7::pg_lsn RETURNING 1),
        ins AS (
          INSERT INTO ${rppdTable(schema, 'rppd_event_queue')} (schema_table, trig, new_row, old_row)
-         ${selectEvents(rowTypes, 'WHERE EXISTS (SELECT 1 FROM pos)')} RETURNING 1)
-       SELECT (SELECT count(*) FROM ins)::int AS n, ${LSNS}`,
+         ${selectEvents(rowTypes, 'WHERE EXISTS (SELECT 1 FROM pos)')}
+         RETURNING ${returnRows ? 'id, schema_table, trig, new_row, old_row' : '1'})
+       ${written(schema, returnRows)}`,
       [...params(events, rowTypes), last.endLsnText, first.endLsnText],
     );
     const row = res.rows[0];
@@ -147,6 +171,7 @@ export async function writeWalTransactions(
         written: events.length,
         skipped: txns.length - fresh.length,
         raw: [],
+        rows: returnRows ? (res.rows as EventRow[]) : [],
         position: last.endLsn,
         wal: { insert: parseLsn(row.insert_lsn), flush: parseLsn(row.flush_lsn), afterCommit: false },
       };
@@ -160,7 +185,7 @@ export async function writeWalTransactions(
 
 /** One transaction under the position's row lock; each table's run in a savepoint, stored as text if refused. */
 async function writeTolerant(client: pg.ClientBase, schema: string, txns: WalTransaction[]): Promise<WriteOutcome> {
-  const result: WriteResult = { written: 0, skipped: 0, raw: [] };
+  const result: WriteResult & { rows: EventRow[] } = { written: 0, skipped: 0, raw: [], rows: [] };
   await client.query('BEGIN');
   try {
     const stored = await storedPosition(client, schema, 'FOR UPDATE');
