@@ -95,7 +95,7 @@ export function makePgoutputDecoder() {
         {
           const finalLsn = r.u64();
           r.u64(); // commit timestamp
-          return { tag: 'begin', finalLsn, xid: r.i32() };
+          return { tag: 'begin', finalLsn, xid: r.i32() >>> 0 };
         }
       case 0x43 /* C */:
         {

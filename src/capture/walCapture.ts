@@ -130,6 +130,10 @@ export function makeWalCapture(options: WalCaptureOptions): WalCapture {
     let pending: WalTransaction[] = [];
     let pendingEvents = 0;
     let flushing: Promise<void> | null = null;
+    /** Since when the first batch waits for its transactions to become visible. */
+    let waitingSince: number | null = null;
+    /** The stream ended: what is not written stays in the slot for the next stream. */
+    let closed = false;
     let drained: (() => void) | null = null;
     let failed: Error | null = null;
     let confirmed: string | null = null;
@@ -162,7 +166,7 @@ export function makeWalCapture(options: WalCaptureOptions): WalCapture {
     };
     const flush = (): Promise<void> => {
       flushing ??= (async () => {
-        while (pending.length && !failed) {
+        while (pending.length && !failed && !closed) {
           const batch = pending;
           pending = [];
           pendingEvents = 0;
@@ -172,6 +176,23 @@ export function makeWalCapture(options: WalCaptureOptions): WalCapture {
             const count = batch.reduce((n, t) => n + t.events.length, 0);
             const returnRows = count <= (options.room?.() ?? 0);
             const result = await writeWalTransactions(writer, schema, batch, { known: stored, returnRows });
+            if (result.notVisible) {
+              // Committed but not yet visible (a synchronous standby can hold that for long): the
+              // batch waits, ahead of what came since.
+              pending = batch.concat(pending);
+              pendingEvents += count;
+              waitingSince ??= Date.now();
+              const waited = Date.now() - waitingSince;
+              if (waited > 5000) {
+                warnOnce(
+                  `invisible ${batch[0]!.xid}`,
+                  `WAL capture: a transaction (xid ${batch[0]!.xid} or a later one of the batch) is committed in the WAL but not visible to other sessions after ${Math.round(waited / 1000)} s (a synchronous standby not answering?): its events wait`,
+                );
+              }
+              await new Promise((r) => setTimeout(r, Math.min(50, 1 + waited / 20)));
+              continue;
+            }
+            waitingSince = null;
             stored = result.position;
             position = formatLsn(result.position);
             if (result.wal) {
@@ -217,7 +238,7 @@ export function makeWalCapture(options: WalCaptureOptions): WalCapture {
           fail(msg.error);
           return;
         case 'begin':
-          open = { endLsn: 0n, endLsnText: '', events: [] };
+          open = { xid: msg.xid, endLsn: 0n, endLsnText: '', events: [] };
           return;
         case 'relation':
           if (msg.relation.replicaIdentity !== 'f') {
@@ -316,6 +337,9 @@ export function makeWalCapture(options: WalCaptureOptions): WalCapture {
     }
     clearInterval(ackTimer);
     if (idleAckTimer) clearTimeout(idleAckTimer);
+    // A write in progress finishes; what is not written yet is not confirmed either: the slot
+    // sends it again to the next stream.
+    closed = true;
     await flushing;
     await svc.stop().catch(() => undefined);
     await writer.end().catch(() => undefined);

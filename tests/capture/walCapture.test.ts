@@ -290,7 +290,10 @@ describe('WAL capture', () => {
     try {
       const [before] = await f.query<{ lsn: string }>('SELECT lsn::text FROM rppd_wal_position');
       const next = parseLsn(before?.lsn ?? '0/0') + 1n;
-      const txn = (id: number, lsn: bigint) => ({
+      // A committed transaction's id, as pgoutput sends it (32 bits).
+      const [done] = await f.query<{ xid: string }>('SELECT (txid_current() % 4294967296)::text AS xid');
+      const txn = (id: number, lsn: bigint, xid = Number(done!.xid)) => ({
+        xid,
         endLsn: lsn,
         endLsnText: formatLsn(lsn),
         events: [
@@ -347,12 +350,30 @@ describe('WAL capture', () => {
       const kept = await writeWalTransactions(db, 'public', [altered]);
       assert.equal(kept.written, 1);
       assert.equal(kept.raw.length, 1);
+      // A transaction decoded from the WAL before other sessions can see it (its commit record is
+      // flushed first): not written until it is, or a function would not find its row.
+      const open = new pg.Client({ connectionString: f.url });
+      await open.connect();
+      try {
+        await open.query('BEGIN');
+        const [{ xid }] = (await open.query<{ xid: string }>('SELECT (txid_current() % 4294967296)::text AS xid'))
+          .rows as [{ xid: string }];
+        const early = txn(103, next + 3n, Number(xid));
+        const waiting = await writeWalTransactions(db, 'public', [early], { known: next + 2n });
+        assert.equal(waiting.notVisible, true);
+        assert.equal(waiting.written, 0);
+        assert.equal((await writeWalTransactions(db, 'public', [early])).notVisible, true, 'the locked path waits too');
+        await open.query('COMMIT');
+        assert.equal((await writeWalTransactions(db, 'public', [early], { known: next + 2n })).written, 1);
+      } finally {
+        await open.end();
+      }
       const rows = await f.query<{ new_row: { id: number } }>(
         `SELECT new_row FROM rppd_event_queue WHERE schema_table = 'public.dedupe' ORDER BY id`,
       );
       assert.deepEqual(
         rows.map((r) => r.new_row.id),
-        [100, 101, 102],
+        [100, 101, 102, 103],
       );
       await f.db.query(`DELETE FROM rppd_event_queue WHERE schema_table = 'public.dedupe'`);
     } finally {

@@ -41,12 +41,16 @@ export interface WalEvent {
 }
 
 export interface WalTransaction {
+  /** The transaction id as pgoutput sends it (32 bits, no epoch). */
+  xid: number;
   endLsn: bigint;
   endLsnText: string;
   events: WalEvent[];
 }
 
 export interface WriteResult {
+  /** A transaction is not visible to other sessions yet: nothing was written, try again shortly. */
+  notVisible?: boolean;
   written: number;
   /** Transactions at or below the stored position: written by an earlier stream. */
   skipped: number;
@@ -86,6 +90,18 @@ const isDataError = (err: unknown) => {
 
 const LSNS = 'pg_current_wal_insert_lsn()::text AS insert_lsn, pg_current_wal_flush_lsn()::text AS flush_lsn';
 
+/**
+ * Whether the statement's snapshot sees every transaction of `param` (32-bit xids, made full
+ * against the snapshot's xmax). A commit is in the WAL, and so decoded and sent, a moment before
+ * other sessions see it: PostgreSQL flushes the commit record (and waits for synchronous
+ * standbys) before the transaction leaves the proc array. An event written before that would run
+ * a function that cannot see its row yet. Seen by this statement, it is seen by every later one.
+ */
+const visible = (param: string) =>
+  `(SELECT coalesce(bool_and(txid_visible_in_snapshot(m - (m % 4294967296 - x + 4294967296) % 4294967296, s)), true)
+      FROM (SELECT txid_current_snapshot() AS s) c, LATERAL (SELECT txid_snapshot_xmax(c.s) AS m) mm,
+           unnest(${param}::bigint[]) x)`;
+
 /** The server's WAL insert and flush positions now. */
 export async function walLsns(client: pg.ClientBase): Promise<{ insert: bigint; flush: bigint }> {
   const { rows } = await client.query<{ insert_lsn: string; flush_lsn: string }>(`SELECT ${LSNS}`);
@@ -124,13 +140,13 @@ export interface WriteOptions {
 const written = (schema: string, returnRows: boolean) =>
   returnRows
     ? `SELECT i.id, i.schema_table, i.trig, i.new_row, i.old_row, '{}'::int[] AS done_fns, 0 AS attempts,
-              NULL::int AS fn_id, NULL::int AS cron_id, w.fv, w.n, w.insert_lsn, w.flush_lsn
-         FROM (SELECT (SELECT count(*) FROM ins)::int AS n,
+              NULL::int AS fn_id, NULL::int AS cron_id, w.fv, w.n, w.visible, w.insert_lsn, w.flush_lsn
+         FROM (SELECT (SELECT count(*) FROM ins)::int AS n, (SELECT ok FROM vis) AS visible,
                       (SELECT functions_version FROM ${rppdTable(schema, 'rppd_wake')}) AS fv, ${LSNS}) w
          LEFT JOIN ins i ON true ORDER BY i.id`
-    : `SELECT (SELECT count(*) FROM ins)::int AS n, ${LSNS}`;
+    : `SELECT (SELECT count(*) FROM ins)::int AS n, (SELECT ok FROM vis) AS visible, ${LSNS}`;
 
-type WrittenRow = Partial<EventRow> & { n: number; insert_lsn: string; flush_lsn: string };
+type WrittenRow = Partial<EventRow> & { n: number; visible: boolean; insert_lsn: string; flush_lsn: string };
 
 /**
  * Writes the transactions not yet stored, in order, and moves rppd_wal_position to the
@@ -149,23 +165,25 @@ export async function writeWalTransactions(
   const fresh = txns.filter((t) => t.endLsn > from);
   const first = fresh[0];
   const last = fresh[fresh.length - 1];
-  if (!first || !last) return { written: 0, skipped: txns.length, raw: [], rows: [], position: from, wal: null };
+  if (!first || !last) return nothing(from, txns.length);
   const events = fresh.flatMap((t) => t.events);
   const rowTypes = [...new Set(events.map((e) => e.rowType))];
   const returnRows = options.returnRows ?? false;
   try {
     const res = await client.query<WrittenRow>(
-      `WITH pos AS (
+      `WITH vis AS (SELECT ${visible('$8')} AS ok),
+       pos AS (
          UPDATE ${rppdTable(schema, 'rppd_wal_position')} SET lsn = $6::pg_lsn, written_at = now()
-          WHERE id = 1 AND lsn < $7::pg_lsn RETURNING 1),
+          WHERE id = 1 AND lsn < $7::pg_lsn AND (SELECT ok FROM vis) RETURNING 1),
        ins AS (
          INSERT INTO ${rppdTable(schema, 'rppd_event_queue')} (schema_table, trig, new_row, old_row)
          ${selectEvents(rowTypes, 'WHERE EXISTS (SELECT 1 FROM pos)')}
          RETURNING ${returnRows ? 'id, schema_table, trig, new_row, old_row' : '1'})
        ${written(schema, returnRows)}`,
-      [...params(events, rowTypes), last.endLsnText, first.endLsnText],
+      [...params(events, rowTypes), last.endLsnText, first.endLsnText, fresh.map((t) => t.xid)],
     );
     const row = res.rows[0];
+    if (row && !row.visible) return { ...nothing(from, txns.length - fresh.length), notVisible: true };
     if (row && row.n === events.length) {
       return {
         written: events.length,
@@ -195,6 +213,11 @@ async function writeTolerant(client: pg.ClientBase, schema: string, txns: WalTra
     if (!last) {
       await client.query('COMMIT');
       return { ...result, position: stored, wal: null };
+    }
+    const { rows } = await client.query<{ ok: boolean }>(`SELECT ${visible('$1')} AS ok`, [fresh.map((t) => t.xid)]);
+    if (!rows[0]?.ok) {
+      await client.query('COMMIT');
+      return { ...nothing(stored, result.skipped), notVisible: true };
     }
     for (const run of runsOf(fresh.flatMap((t) => t.events))) {
       const rowTypes = [run[0]!.rowType];
@@ -226,6 +249,15 @@ async function writeTolerant(client: pg.ClientBase, schema: string, txns: WalTra
     throw err;
   }
 }
+
+const nothing = (position: bigint, skipped: number): WriteOutcome => ({
+  written: 0,
+  skipped,
+  raw: [],
+  rows: [],
+  position,
+  wal: null,
+});
 
 /** Runs of consecutive events of one table: one INSERT each, in commit order. */
 function runsOf(events: WalEvent[]): WalEvent[][] {
