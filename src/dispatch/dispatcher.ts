@@ -87,6 +87,8 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
   // The last read reached the end of the table with room to spare: events written in this process
   // may be admitted without a read. Until then (a new master, a full window) the loop reads them.
   let caughtUp = false;
+  // Offers left to the loop so far: a read that was under way when one was left does not catch up.
+  let leftToRead = 0;
   let running = 0;
   let stopped = false;
   let sleeping: boolean | null = null;
@@ -318,11 +320,13 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
         const limit = Math.min(room, 1000);
         let full = room <= 0;
         if (room > 0) {
+          const left = leftToRead;
           const rows = await readEventsAfter(pool, schema, cursor, limit);
           full = rows.length === limit;
           wakeMode.note(Date.now(), rows.length, full);
           await admit(rows);
-          caughtUp = !full;
+          // Events left to read while this read was under way may have committed after its snapshot.
+          caughtUp = !full && left === leftToRead;
         } else {
           caughtUp = false;
           wakeMode.note(Date.now(), 0, true);
@@ -374,6 +378,7 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
       if (!caughtUp || rows.length < count || admitted.size + rows.length > windowSize) {
         // Left in the table: the loop reads from its cursor, which has not moved past them.
         caughtUp = false;
+        leftToRead++;
         signal();
         return;
       }
@@ -385,6 +390,7 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
         },
         (err: unknown) => {
           caughtUp = false;
+          leftToRead++;
           events.emit('db:error', { where: 'dispatch (admitting written events)', error: coerceError(err) });
           signal();
         },
