@@ -66,6 +66,9 @@ export interface Dispatcher {
 
 type Payload = PlannedRun & { attempt: number; lastError?: string };
 
+/** admit()'s `readAfter` for events offered as written: below every cursor. */
+const FRESH = '-1';
+
 export function makeDispatcher(options: DispatcherOptions): Dispatcher {
   const { pool, schema, registry, executor, completer, events } = options;
   // ~1 s of work at full speed: enough to keep every slot busy, small enough that the events
@@ -131,14 +134,25 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
   // One admission at a time, in call order: the loop's reads and the events offered by WAL
   // capture interleave, and each awaits the registry before it schedules (topic order).
   let admitting: Promise<void> = Promise.resolve();
-  function admit(rows: EventRow[]): Promise<void> {
+  function admit(rows: EventRow[], readAfter?: string): Promise<void> {
     if (rows.length === 0) return Promise.resolve();
-    const next = admitting.then(() => admitNow(rows));
+    const next = admitting.then(() => admitNow(rows, readAfter));
     admitting = next.catch(() => undefined);
     return next;
   }
 
-  async function admitNow(rows: EventRow[]): Promise<void> {
+  /**
+   * `readAfter`: the rows come from a read after that cursor, or were just written here (offer:
+   * `FRESH`). Once the cursor is past it, rows at or below the cursor came in another way
+   * meanwhile (and may have run and left memory already): they are taken only if noted as
+   * skipped (gaps), so that no event runs twice. The sweep still finds any left out.
+   */
+  async function admitNow(rows: EventRow[], readAfter?: string): Promise<void> {
+    if (readAfter !== undefined && BigInt(cursor) > BigInt(readAfter)) {
+      const moved = BigInt(cursor);
+      rows = rows.filter((r) => BigInt(r.id) > moved || gaps.has(r.id));
+      if (rows.length === 0) return;
+    }
     // Functions changed in or before the snapshot that read these events must be known first.
     await registry.ensureVersion(rows.reduce((max, r) => (BigInt(r.fv) > max ? BigInt(r.fv) : max), 0n));
     const pks = await registry.pkColumns(new Set(rows.map((r) => r.schema_table)));
@@ -321,10 +335,11 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
         let full = room <= 0;
         if (room > 0) {
           const left = leftToRead;
-          const rows = await readEventsAfter(pool, schema, cursor, limit);
+          const from = cursor;
+          const rows = await readEventsAfter(pool, schema, from, limit);
           full = rows.length === limit;
           wakeMode.note(Date.now(), rows.length, full);
-          await admit(rows);
+          await admit(rows, from);
           // Events left to read while this read was under way may have committed after its snapshot.
           caughtUp = !full && left === leftToRead;
         } else {
@@ -384,7 +399,7 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
       }
       // Ids between the cursor and these (another writer's events, not yet read) become gaps
       // that the loop reads at once (noteGaps); the sweep catches anything later still.
-      admit(rows).then(
+      admit(rows, FRESH).then(
         () => {
           if (gaps.size) signal();
         },
