@@ -212,7 +212,7 @@ async function writeTolerant(client: pg.ClientBase, schema: string, txns: WalTra
     const last = fresh[fresh.length - 1];
     if (!last) {
       await client.query('COMMIT');
-      return { ...result, position: stored, wal: null };
+      return nothing(stored, result.skipped);
     }
     const { rows } = await client.query<{ ok: boolean }>(`SELECT ${visible('$1')} AS ok`, [fresh.map((t) => t.xid)]);
     if (!rows[0]?.ok) {
