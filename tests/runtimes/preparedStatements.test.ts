@@ -1,10 +1,10 @@
-// ctx.db.query prepares a text a connection keeps running (src/runtimes/js/preparedStatements.ts),
-// on a real server: prepared after the threshold, bounded, and still right after the server
+// ctx.db.query and the master's queryPrepared prepare a text a connection keeps running
+// (src/db/preparedStatements.ts), on a real server: prepared after the threshold, bounded, and still right after the server
 // forgot the statement or the table changed under it.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
-import { makeStatementRunner } from '../../src/runtimes/js/preparedStatements.ts';
+import { makeStatementRunner, queryPrepared } from '../../src/db/preparedStatements.ts';
 import { type Fixture, setupFixture } from '../support/fixture.ts';
 
 describe('prepared statements of ctx.db.query', () => {
@@ -93,5 +93,29 @@ describe('prepared statements of ctx.db.query', () => {
     await assert.rejects(run(c, 'SELECT nope FROM ps'), /column "nope" does not exist/);
     assert.equal((await run(c, 'SELECT count(*)::int AS n FROM ps')).rows[0]!.n, 2);
     await c.end();
+  });
+
+  test("the master's queryPrepared: on a pool, prepared from the second run; a failed statement's client leaves the pool", async () => {
+    const pool = new pg.Pool({ connectionString: f.url, max: 1 });
+    try {
+      const text = 'SELECT v FROM ps WHERE id = $1';
+      const onPool = async () =>
+        (await queryPrepared<{ statement: string }>(pool, 'SELECT statement FROM pg_prepared_statements')).rows.map(
+          (r) => r.statement,
+        );
+      const pid = async () => (await pool.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]!.pid;
+      const first = await pid();
+      assert.equal((await queryPrepared<{ v: string }>(pool, text, [1])).rows[0]!.v, 'a');
+      assert.ok(!(await onPool()).includes(text), 'not prepared after one run');
+      assert.equal((await queryPrepared<{ v: string }>(pool, text, [2])).rows[0]!.v, 'b');
+      assert.ok((await onPool()).includes(text), 'prepared on the pool connection after the second run');
+      assert.equal(await pid(), first, 'the same connection throughout');
+      await assert.rejects(queryPrepared(pool, 'SELECT nope FROM ps'), /column "nope" does not exist/);
+      assert.equal(pool.totalCount, 0, 'the failed statement released its client with the error');
+      assert.notEqual(await pid(), first, 'a new connection');
+      assert.equal((await queryPrepared<{ v: string }>(pool, text, [1])).rows[0]!.v, 'a');
+    } finally {
+      await pool.end();
+    }
   });
 });

@@ -3,6 +3,7 @@
 // trip per batch of events.
 import type pg from 'pg';
 import { rppdTable } from '../ident.ts';
+import { queryPrepared } from '../preparedStatements.ts';
 import { leaseHeldSql } from './nodes.ts';
 
 export interface EventRow {
@@ -31,13 +32,17 @@ export const selectEventsSql = (schema: string, where: string, limit = '') =>
 
 /** The next events after `afterId`, in id (capture) order. */
 export async function readEventsAfter(db: pg.ClientBase | pg.Pool, schema: string, afterId: string, limit: number) {
-  const { rows } = await db.query<EventRow>(selectEventsSql(schema, 'q.id > $1', 'LIMIT $2'), [afterId, limit]);
+  const { rows } = await queryPrepared<EventRow>(db, selectEventsSql(schema, 'q.id > $1', 'LIMIT $2'), [
+    afterId,
+    limit,
+  ]);
   return rows;
 }
 
 /** Ids at or below the cursor: events admitted earlier plus any that committed late. */
 export async function readEventIdsUpTo(db: pg.ClientBase | pg.Pool, schema: string, cursor: string) {
-  const { rows } = await db.query<{ id: string }>(
+  const { rows } = await queryPrepared<{ id: string }>(
+    db,
     `SELECT id FROM ${rppdTable(schema, 'rppd_event_queue')} WHERE id <= $1 ORDER BY id`,
     [cursor],
   );
@@ -45,7 +50,7 @@ export async function readEventIdsUpTo(db: pg.ClientBase | pg.Pool, schema: stri
 }
 
 export async function readEventsByIds(db: pg.ClientBase | pg.Pool, schema: string, ids: string[]) {
-  const { rows } = await db.query<EventRow>(selectEventsSql(schema, 'q.id = ANY($1::bigint[])'), [ids]);
+  const { rows } = await queryPrepared<EventRow>(db, selectEventsSql(schema, 'q.id = ANY($1::bigint[])'), [ids]);
   return rows;
 }
 
@@ -58,7 +63,8 @@ export const deleteEventsSql = (schema: string, ids: string, where = '') =>
 
 export async function deleteEvents(db: pg.ClientBase, schema: string, ids: string[]): Promise<number> {
   if (ids.length === 0) return 0;
-  const { rows } = await db.query<{ deleted: number }>(
+  const { rows } = await queryPrepared<{ deleted: number }>(
+    db,
     `WITH ${deleteEventsSql(schema, '$1')} SELECT count(*)::int AS deleted FROM gone`,
     [ids],
   );
@@ -76,7 +82,8 @@ export async function deleteEventsFenced(
   ids: string[],
   fence: { nodeId: number; epoch: string },
 ): Promise<{ held: boolean; deleted: number }> {
-  const { rows } = await db.query<{ held: boolean; deleted: number }>(
+  const { rows } = await queryPrepared<{ held: boolean; deleted: number }>(
+    db,
     `WITH lease AS (${leaseHeldSql(schema, '$2', '$3')}),
      ${deleteEventsSql(schema, '$1', 'AND EXISTS (SELECT 1 FROM lease)')}
      SELECT EXISTS (SELECT 1 FROM lease) AS held, (SELECT count(*) FROM gone)::int AS deleted`,
@@ -92,7 +99,8 @@ export async function addDoneFunctions(
   done: { id: string; fns: number[] }[],
 ): Promise<void> {
   if (done.length === 0) return;
-  await db.query(
+  await queryPrepared(
+    db,
     `INSERT INTO ${rppdTable(schema, 'rppd_event_state')} AS s (event_id, done_fns)
      SELECT d.id, d.fns FROM jsonb_to_recordset($1::jsonb) AS d(id bigint, fns int[])
       WHERE EXISTS (SELECT 1 FROM ${rppdTable(schema, 'rppd_event_queue')} q WHERE q.id = d.id)
@@ -108,7 +116,8 @@ export async function recordAttempts(
   attempts: { id: string; attempts: number; error: string }[],
 ): Promise<void> {
   if (attempts.length === 0) return;
-  await db.query(
+  await queryPrepared(
+    db,
     `INSERT INTO ${rppdTable(schema, 'rppd_event_state')} AS s (event_id, attempts, last_error)
      SELECT d.id, d.attempts, d.error FROM jsonb_to_recordset($1::jsonb) AS d(id bigint, attempts int, error text)
       WHERE EXISTS (SELECT 1 FROM ${rppdTable(schema, 'rppd_event_queue')} q WHERE q.id = d.id)
@@ -137,7 +146,8 @@ export async function countEvents(db: pg.ClientBase | pg.Pool, schema: string): 
  * is held or waited for right now.
  */
 export async function notifyLockBusy(db: pg.ClientBase | pg.Pool): Promise<boolean> {
-  const { rows } = await db.query<{ busy: boolean }>(
+  const { rows } = await queryPrepared<{ busy: boolean }>(
+    db,
     `SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_locks
       WHERE locktype = 'object' AND database = 0 AND classid = 'pg_catalog.pg_database'::regclass
         AND objid = 0) AS busy`,

@@ -1,6 +1,7 @@
 // Runtime SQL on rppd_function_log.
 import type pg from 'pg';
 import { rppdTable } from '../ident.ts';
+import { queryPrepared } from '../preparedStatements.ts';
 
 export interface LogRow {
   node_id: number;
@@ -16,7 +17,8 @@ export interface LogRow {
 
 export async function insertLogs(db: pg.ClientBase, schema: string, logs: LogRow[]): Promise<void> {
   if (logs.length === 0) return;
-  await db.query(
+  await queryPrepared(
+    db,
     `INSERT INTO ${rppdTable(schema, 'rppd_function_log')}
             (node_id, fn_id, trig_value, trig_type, started_at, took_ms, output, error_msg, event_id)
      SELECT node_id, fn_id, trig_value, trig_type, started_at, took_ms, output, error_msg, event_id

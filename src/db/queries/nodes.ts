@@ -2,6 +2,7 @@
 // Every time is the database clock (now()); no two machines' clocks are compared.
 import type pg from 'pg';
 import { quoteIdentIfNeeded, rppdTable } from '../ident.ts';
+import { queryPrepared } from '../preparedStatements.ts';
 import { SqlState } from '../sqlState.ts';
 
 export interface NodeRow {
@@ -147,7 +148,7 @@ export function leaseHeldSql(schema: string, idParam: string, epochParam: string
  * can become master until this transaction has committed.
  */
 export async function holdsLease(db: pg.ClientBase, schema: string, id: number, epoch: string): Promise<boolean> {
-  const { rows } = await db.query(leaseHeldSql(schema, '$1', '$2'), [id, epoch]);
+  const { rows } = await queryPrepared(db, leaseHeldSql(schema, '$1', '$2'), [id, epoch]);
   return rows.length > 0;
 }
 

@@ -3,6 +3,7 @@
 import type pg from 'pg';
 import { parseLsn } from '../../util/lsn.ts';
 import { quoteIdent, rppdTable } from '../ident.ts';
+import { queryPrepared } from '../preparedStatements.ts';
 import { SqlState } from '../sqlState.ts';
 import type { EventRow } from './events.ts';
 
@@ -104,7 +105,7 @@ const visible = (param: string) =>
 
 /** The server's WAL insert and flush positions now. */
 export async function walLsns(client: pg.ClientBase): Promise<{ insert: bigint; flush: bigint }> {
-  const { rows } = await client.query<{ insert_lsn: string; flush_lsn: string }>(`SELECT ${LSNS}`);
+  const { rows } = await queryPrepared<{ insert_lsn: string; flush_lsn: string }>(client, `SELECT ${LSNS}`);
   return { insert: parseLsn(rows[0]!.insert_lsn), flush: parseLsn(rows[0]!.flush_lsn) };
 }
 
@@ -170,7 +171,8 @@ export async function writeWalTransactions(
   const rowTypes = [...new Set(events.map((e) => e.rowType))];
   const returnRows = options.returnRows ?? false;
   try {
-    const res = await client.query<WrittenRow>(
+    const res = await queryPrepared<WrittenRow>(
+      client,
       `WITH vis AS (SELECT ${visible('$8')} AS ok),
        pos AS (
          UPDATE ${rppdTable(schema, 'rppd_wal_position')} SET lsn = $6::pg_lsn, written_at = now()

@@ -9,9 +9,9 @@ import { pathToFileURL } from 'node:url';
 import { format } from 'node:util';
 import { type MessagePort, parentPort, workerData } from 'node:worker_threads';
 import type pg from 'pg';
+import { makeStatementRunner } from '../../db/preparedStatements.ts';
 import { isConnectionError } from '../../db/sqlState.ts';
 import { coerceError } from '../../util/errors.ts';
-import { makeStatementRunner } from './preparedStatements.ts';
 import {
   CONTROL_CRASH_RUN,
   CONTROL_EXIT_RUN,
