@@ -1,13 +1,13 @@
 // ctx.db.query and the master's queryPrepared prepare a text a connection keeps running
-// (src/db/preparedStatements.ts), on a real server: prepared after the threshold, bounded, and still right after the server
-// forgot the statement or the table changed under it.
+// (src/db/preparedStatements.ts), on a real server: prepared after the threshold, bounded, and
+// still right after the server forgot the statement or the table changed under it.
 import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import pg from 'pg';
 import { makeStatementRunner, queryPrepared } from '../../src/db/preparedStatements.ts';
 import { type Fixture, setupFixture } from '../support/fixture.ts';
 
-describe('prepared statements of ctx.db.query', () => {
+describe("prepared statements of ctx.db.query and the master's queries", () => {
   let f: Fixture;
   let client: pg.Client;
   const prepared = async () =>
