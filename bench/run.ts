@@ -41,7 +41,11 @@ async function main(options: BenchOptions, argv: string[]): Promise<number> {
   const versions: Record<string, string> = { rppd: VERSION, ...ensurePeers() };
   // wal_level = logical for every line: rppd's WAL-capture lines need it, and the others then
   // run on the same server. With no slot it adds nothing to an INSERT's WAL.
-  const pg = await startPg({ durable: true, settings: { wal_level: 'logical' } });
+  // Checkpoints and autovacuum runs are logged, so that W3 can list those that fell in a round.
+  const pg = await startPg({
+    durable: true,
+    settings: { wal_level: 'logical', log_checkpoints: 'on', log_autovacuum_min_duration: 0 },
+  });
   const postgres = execFileSync(join(pg.binDir, 'postgres'), ['--version'], { encoding: 'utf8' }).trim();
   const ctx = makeContext(pg, options);
   const info: RunInfo = {

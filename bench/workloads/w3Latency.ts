@@ -6,6 +6,7 @@ import pg from 'pg';
 import type { BenchContext } from '../context.ts';
 import { sql, waitForSink } from '../db.ts';
 import { median, nowMs, sleep, summarize } from '../measure.ts';
+import { serverEvents } from '../serverLog.ts';
 import type { BenchSystem, InstallOptions, RunningSystem } from '../systems/system.ts';
 
 const CONNECTIONS = 8;
@@ -21,6 +22,10 @@ interface Latencies {
   otherCores: number;
   /** The slowest starts: seconds after the first measured commit, ms, the source row and its commit time (epoch ms). */
   slowest: { atSec: number; startMs: number; id: string; committedAt: number }[];
+  /** Commit→start per second of the round (by commit time, from the first measured commit). */
+  timeline: { sec: number; n: number; p50: number; max: number }[];
+  /** Checkpoints and autovacuum runs the server logged during the round, seconds as in `timeline`. */
+  serverEvents: { atSec: number; text: string }[];
 }
 
 async function steadyInserts(url: string, rate: number, seconds: number, warmUp: number) {
@@ -77,6 +82,7 @@ async function measure(
     await sleep(2500);
     ctx.log(`W3: ${system.name} at ${Math.round(rate)} rows/s for ${w3Seconds + w3WarmUpSeconds} s`);
     const meter = ctx.meter();
+    const windowStart = nowMs();
     const { committed, total, achievedRate } = await steadyInserts(url, rate, w3Seconds, w3WarmUpSeconds);
     await waitForSink(url, total, { timeoutMs: 120_000 });
     // The sink row with the highest id can commit before lower ones of runs still in flight:
@@ -87,6 +93,7 @@ async function measure(
       await sleep(100);
     }
     const { otherCores } = meter.stop();
+    const windowEnd = nowMs();
     const rows = await sql(
       url,
       'SELECT src_id::text AS id, started_ms, extract(epoch FROM finished_at) * 1000 AS finished_ms FROM sink',
@@ -103,8 +110,13 @@ async function measure(
       end.push(Number(row.finished_ms) - c);
       byStart.push({ atSec: (c - firstCommit) / 1000, startMs, id: String(row.id), committedAt: Math.round(c) });
     }
+    const timeline = perSecond(byStart);
+    const events = serverEvents(ctx.pg.logFile, windowStart, windowEnd).map((e) => ({
+      atSec: Math.round(e.atMs - firstCommit) / 1000,
+      text: e.text,
+    }));
     const slowest = byStart.sort((a, b) => b.startMs - a.startMs).slice(0, 10);
-    return {
+    const l: Latencies = {
       rate,
       achievedRate,
       start: summarize(start),
@@ -112,11 +124,41 @@ async function measure(
       missing: committed.size - start.length,
       otherCores,
       slowest,
+      timeline,
+      serverEvents: events,
     };
+    logRound(ctx, l);
+    return l;
   } finally {
     await running?.stop();
     await ctx.dropDb(url);
   }
+}
+
+function perSecond(starts: Latencies['slowest']): Latencies['timeline'] {
+  const bySec = new Map<number, number[]>();
+  for (const s of starts) {
+    const sec = Math.floor(s.atSec);
+    const list = bySec.get(sec) ?? [];
+    list.push(s.startMs);
+    bySec.set(sec, list);
+  }
+  return [...bySec.entries()]
+    .sort(([a], [b]) => a - b)
+    .map(([sec, list]) => {
+      const s = summarize(list);
+      return { sec, n: s.n, p50: Math.round(s.p50 * 100) / 100, max: Math.round(s.max * 10) / 10 };
+    });
+}
+
+/** The round's seconds whose slowest start passed 25 ms, and what the server logged meanwhile. */
+function logRound(ctx: BenchContext, l: Latencies): void {
+  const slow = l.timeline.filter((t) => t.max > 25).map((t) => `${t.sec}s: p50 ${t.p50} max ${t.max}`);
+  const events = l.serverEvents.map((e) => `${e.atSec.toFixed(1)}s ${e.text}`);
+  ctx.log(
+    `  p50 ${l.start.p50.toFixed(2)} p99 ${l.start.p99.toFixed(2)} ms; seconds over 25 ms: ${slow.join(', ') || 'none'}`,
+  );
+  for (const e of events) ctx.log(`  server: ${e}`);
 }
 
 function record(
@@ -167,6 +209,8 @@ function medianOfRounds(rounds: Latencies[]): Latencies {
     missing: rounds.reduce((sum, l) => sum + l.missing, 0),
     otherCores: median(rounds.map((l) => l.otherCores)),
     slowest: rounds.flatMap((l) => l.slowest),
+    timeline: [],
+    serverEvents: rounds.flatMap((l) => l.serverEvents),
   };
 }
 

@@ -20,6 +20,8 @@ export interface PgServer {
   port: number;
   binDir: string;
   dataDir: string;
+  /** The server's log (pg_ctl -l); removed with the server. */
+  logFile: string;
   /** URL of another database on the same server. */
   urlFor(database: string): string;
   createDatabase(name: string): Promise<string>;
@@ -126,6 +128,7 @@ export async function startPg(options: StartOptions = {}): Promise<PgServer> {
     port,
     binDir,
     dataDir,
+    logFile: log,
     urlFor: (database) => `postgres://postgres@127.0.0.1:${port}/${database}`,
     async createDatabase(name) {
       const client = new pg.Client({ connectionString: url });
