@@ -22,8 +22,12 @@ interface Latencies {
   otherCores: number;
   /** The slowest starts: seconds after the first measured commit, ms, the source row and its commit time (epoch ms). */
   slowest: { atSec: number; startMs: number; id: string; committedAt: number }[];
-  /** Commit→start per second of the round (by commit time, from the first measured commit). */
-  timeline: { sec: number; n: number; p50: number; max: number }[];
+  /**
+   * Per second of the round (by commit time, from the first measured commit): commit→start
+   * (samples, p50, max) and how long the writers' INSERTs took (insertP50, insertMax: the
+   * server's commit, fsync included), so that a slow second of the server shows next to one of the system.
+   */
+  timeline: { sec: number; n: number; p50: number; max: number; insertP50: number; insertMax: number }[];
   /** Checkpoints and autovacuum runs the server logged during the round, seconds as in `timeline`. */
   serverEvents: { atSec: number; text: string }[];
 }
@@ -41,6 +45,8 @@ async function steadyInserts(url: string, rate: number, seconds: number, warmUp:
   const take = () => new Promise<pg.Client>((resolve) => (free.length ? resolve(free.pop()!) : waiting.push(resolve)));
   const give = (c: pg.Client) => (waiting.length ? waiting.shift()!(c) : free.push(c));
   const committed = new Map<string, number>();
+  /** Measured INSERTs: when each returned and how long it took (epoch ms, ms). */
+  const writes: { at: number; took: number }[] = [];
   const total = Math.round(rate * (seconds + warmUp));
   const measuredFrom = Math.round(rate * warmUp);
   const inflight: Promise<void>[] = [];
@@ -50,11 +56,14 @@ async function steadyInserts(url: string, rate: number, seconds: number, warmUp:
     const wait = due - nowMs();
     if (wait > 1) await sleep(wait);
     const c = await take();
+    const sent = nowMs();
     const p = c
       .query<{ id: string }>(`INSERT INTO src (k, payload) VALUES ($1, 'payload') RETURNING id`, [i % 1000])
       .then((res) => {
         const at = nowMs();
-        if (i >= measuredFrom) committed.set(res.rows[0]!.id, at);
+        if (i < measuredFrom) return;
+        committed.set(res.rows[0]!.id, at);
+        writes.push({ at, took: at - sent });
       })
       .finally(() => give(c));
     inflight.push(p);
@@ -63,7 +72,7 @@ async function steadyInserts(url: string, rate: number, seconds: number, warmUp:
   await Promise.all(inflight);
   const achievedRate = total / ((nowMs() - t0) / 1000);
   await Promise.all(clients.map((c) => c.end()));
-  return { committed, total, achievedRate };
+  return { committed, writes, total, achievedRate };
 }
 
 async function measure(
@@ -83,7 +92,7 @@ async function measure(
     ctx.log(`W3: ${system.name} at ${Math.round(rate)} rows/s for ${w3Seconds + w3WarmUpSeconds} s`);
     const meter = ctx.meter();
     const windowStart = nowMs();
-    const { committed, total, achievedRate } = await steadyInserts(url, rate, w3Seconds, w3WarmUpSeconds);
+    const { committed, writes, total, achievedRate } = await steadyInserts(url, rate, w3Seconds, w3WarmUpSeconds);
     await waitForSink(url, total, { timeoutMs: 120_000 });
     // The sink row with the highest id can commit before lower ones of runs still in flight:
     // wait for every source row, so that "missing" counts only rows that never ran.
@@ -110,7 +119,10 @@ async function measure(
       end.push(Number(row.finished_ms) - c);
       byStart.push({ atSec: (c - firstCommit) / 1000, startMs, id: String(row.id), committedAt: Math.round(c) });
     }
-    const timeline = perSecond(byStart);
+    const timeline = perSecond(
+      byStart,
+      writes.map((w) => ({ atSec: (w.at - firstCommit) / 1000, took: w.took })),
+    );
     const events = serverEvents(ctx.pg.logFile, windowStart, windowEnd).map((e) => ({
       atSec: Math.round(e.atMs - firstCommit) / 1000,
       text: e.text,
@@ -135,25 +147,49 @@ async function measure(
   }
 }
 
-function perSecond(starts: Latencies['slowest']): Latencies['timeline'] {
-  const bySec = new Map<number, number[]>();
-  for (const s of starts) {
-    const sec = Math.floor(s.atSec);
-    const list = bySec.get(sec) ?? [];
-    list.push(s.startMs);
-    bySec.set(sec, list);
-  }
-  return [...bySec.entries()]
+function perSecond(starts: Latencies['slowest'], writes: { atSec: number; took: number }[]): Latencies['timeline'] {
+  const bySec = <T>(items: T[], sec: (t: T) => number, value: (t: T) => number) => {
+    const out = new Map<number, number[]>();
+    for (const item of items) {
+      const s = Math.floor(sec(item));
+      const list = out.get(s) ?? [];
+      list.push(value(item));
+      out.set(s, list);
+    }
+    return out;
+  };
+  const startsBySec = bySec(
+    starts,
+    (s) => s.atSec,
+    (s) => s.startMs,
+  );
+  const writesBySec = bySec(
+    writes,
+    (w) => w.atSec,
+    (w) => w.took,
+  );
+  const round = (x: number, digits: number) => Math.round(x * 10 ** digits) / 10 ** digits;
+  return [...startsBySec.entries()]
     .sort(([a], [b]) => a - b)
     .map(([sec, list]) => {
       const s = summarize(list);
-      return { sec, n: s.n, p50: Math.round(s.p50 * 100) / 100, max: Math.round(s.max * 10) / 10 };
+      const w = summarize(writesBySec.get(sec) ?? []);
+      return {
+        sec,
+        n: s.n,
+        p50: round(s.p50, 2),
+        max: round(s.max, 1),
+        insertP50: round(w.p50, 2),
+        insertMax: round(w.max, 1),
+      };
     });
 }
 
 /** The round's seconds whose slowest start passed 25 ms, and what the server logged meanwhile. */
 function logRound(ctx: BenchContext, l: Latencies): void {
-  const slow = l.timeline.filter((t) => t.max > 25).map((t) => `${t.sec}s: p50 ${t.p50} max ${t.max}`);
+  const slow = l.timeline
+    .filter((t) => t.max > 25)
+    .map((t) => `${t.sec}s: p50 ${t.p50} max ${t.max} (INSERT p50 ${t.insertP50} max ${t.insertMax})`);
   const events = l.serverEvents.map((e) => `${e.atSec.toFixed(1)}s ${e.text}`);
   ctx.log(
     `  p50 ${l.start.p50.toFixed(2)} p99 ${l.start.p99.toFixed(2)} ms; seconds over 25 ms: ${slow.join(', ') || 'none'}`,
