@@ -15,6 +15,7 @@ import { deleteOrphanStates } from './db/queries/events.ts';
 import { functionsVersion } from './db/queries/functions.ts';
 import { cleanupLogs } from './db/queries/logs.ts';
 import { announceNodes, currentMaster, loadNodes, type NodeRow } from './db/queries/nodes.ts';
+import { walSlotLag } from './db/queries/wal.ts';
 import { type ClusterExecutor, makeClusterExecutor } from './dispatch/clusterExecutor.ts';
 import { makeCompleter } from './dispatch/completer.ts';
 import { type Dispatcher, makeDispatcher } from './dispatch/dispatcher.ts';
@@ -181,6 +182,7 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
       room: () => d.room(),
       // Events handed over as written need no read; any others the loop reads.
       onWritten: (count, rows) => d.offer(rows, count),
+      onBatch: (batch) => events.emit('wal:written', batch),
       onError: (where, error) => events.emit('db:error', { where, error }),
       onWarning: (message) => log.warn(message),
     });
@@ -345,12 +347,17 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
         running: x.running,
         workers: x.workers,
         max_concurrency: x.max,
+        wal: wal?.stats() ?? null,
       };
     };
-    const metrics = makeMetrics(events, () => {
-      const i = info();
-      return { ...i, maxConcurrency: i.max_concurrency };
-    });
+    const metrics = makeMetrics(
+      events,
+      () => {
+        const i = info();
+        return { ...i, maxConcurrency: i.max_concurrency, walStreaming: i.wal?.streaming ?? false };
+      },
+      () => walSlotLag(pool, schema),
+    );
     http = await startHttpApi({
       host: settings.http.host,
       port: settings.http.port,

@@ -34,6 +34,8 @@ export interface WalCaptureOptions {
   onWritten: (count: number, rows: EventRow[]) => void;
   /** How many written events the dispatcher would take at once now (0: it reads them itself). */
   room?: () => number;
+  /** Each batch written to the queue (metrics). */
+  onBatch?: (batch: WalBatchWritten) => void;
   onError: (where: string, error: Error) => void;
   onWarning: (message: string) => void;
   /** How often to look for the slot while there is none (ms). */
@@ -44,6 +46,15 @@ export interface WalCaptureOptions {
   idleAckMs?: number;
   /** Decoded events held in memory before the stream is paused. */
   maxPending?: number;
+}
+
+export interface WalBatchWritten {
+  events: number;
+  transactions: number;
+  /** The write statement's round trip (its last try). */
+  writeMs: number;
+  /** How long the batch waited for its transactions to become visible to other sessions (0: none). */
+  visibilityWaitMs: number;
 }
 
 export interface WalCapture {
@@ -175,7 +186,9 @@ export function makeWalCapture(options: WalCaptureOptions): WalCapture {
           try {
             const count = batch.reduce((n, t) => n + t.events.length, 0);
             const returnRows = count <= (options.room?.() ?? 0);
+            const writeStart = performance.now();
             const result = await writeWalTransactions(writer, schema, batch, { known: stored, returnRows });
+            const writeMs = performance.now() - writeStart;
             if (result.notVisible) {
               // Committed but not yet visible (a synchronous standby can hold that for long): the
               // batch waits, ahead of what came since.
@@ -193,6 +206,7 @@ export function makeWalCapture(options: WalCaptureOptions): WalCapture {
               if (waited > 0) await new Promise((r) => setTimeout(r, Math.min(50, waited / 20)));
               continue;
             }
+            const visibilityWaitMs = waitingSince === null ? 0 : Date.now() - waitingSince;
             waitingSince = null;
             stored = result.position;
             position = formatLsn(result.position);
@@ -211,7 +225,11 @@ export function makeWalCapture(options: WalCaptureOptions): WalCapture {
                 `WAL capture: ${result.raw.length} event(s) of ${e.schemaTable} did not fit its row type any more (table altered or dropped since the change): stored with text values`,
               );
             }
-            if (result.written) options.onWritten(result.written, result.rows);
+            if (result.written) {
+              const transactions = batch.length - result.skipped;
+              options.onBatch?.({ events: result.written, transactions, writeMs, visibilityWaitMs });
+              options.onWritten(result.written, result.rows);
+            }
           } catch (err) {
             fail(coerceError(err));
           }

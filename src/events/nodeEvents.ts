@@ -1,6 +1,7 @@
 // The observability seam: logs, metrics, the dashboard and tests subscribe to
 // the same typed events instead of polling or sleeping.
 import { EventEmitter } from 'node:events';
+import type { WalBatchWritten } from '../capture/walCapture.ts';
 import type { WakeModeReason } from '../dispatch/wakeMode.ts';
 import type { FailureKind } from '../runtimes/runtime.ts';
 
@@ -20,6 +21,8 @@ export interface NodeEventMap {
   'db:error': [{ where: string; error: Error }];
   /** Writers NOTIFY (events arrive slowly) or the master polls (they arrive fast): wakeMode.ts. */
   'dispatch:wake-mode': [{ mode: 'notify' | 'poll'; why?: WakeModeReason }];
+  /** The master wrote a batch of WAL-captured transactions to rppd_event_queue (capture/walCapture.ts). */
+  'wal:written': [WalBatchWritten];
 }
 
 export class NodeEvents extends EventEmitter<NodeEventMap> {

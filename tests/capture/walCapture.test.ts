@@ -8,6 +8,7 @@ import pg from 'pg';
 import { writeWalTransactions } from '../../src/db/queries/wal.ts';
 import { formatLsn, parseLsn } from '../../src/util/lsn.ts';
 import { type Fixture, setupFixture, waitForMaster, waitForRows } from '../support/fixture.ts';
+import { freePort } from '../support/pgServer.ts';
 import type { RppdProcess } from '../support/rppdProcess.ts';
 import { waitFor } from '../support/waitFor.ts';
 
@@ -115,9 +116,18 @@ describe('WAL capture', () => {
     );
     assert.deepEqual(queued, [{ schema_table: 'public.by_trigger', n: 4 }]);
 
-    node = await f.startNode({ name: 'first' });
+    const httpPort = await freePort();
+    node = await f.startNode({ name: 'first', env: { RPPD_HTTP: `127.0.0.1:${httpPort}` } });
     await waitForMaster(node);
     await waitForRows(f, 'SELECT 1 FROM sink', 8);
+    // The master's WAL capture in its metrics: the four changes of by_wal, each its own transaction.
+    const metrics = await (await fetch(`http://127.0.0.1:${httpPort}/metrics`)).text();
+    assert.match(metrics, /^rppd_wal_streaming 1$/m);
+    assert.match(metrics, /^rppd_wal_events_written_total 4$/m);
+    assert.match(metrics, /^rppd_wal_transactions_written_total 4$/m);
+    const writes = Number(/^rppd_wal_write_seconds_count (\d+)$/m.exec(metrics)?.[1]);
+    assert.ok(writes >= 1 && writes <= 4, `${writes} writes for 4 transactions`);
+    assert.match(metrics, /^rppd_wal_slot_lag_bytes \d+$/m);
     const byTrigger = await sink(`tbl = 'public.by_trigger'`);
     const byWal = await sink(`tbl = 'public.by_wal'`);
     assert.deepEqual(

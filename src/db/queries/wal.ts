@@ -31,6 +31,24 @@ export async function walSlotState(
   }
 }
 
+/**
+ * WAL the server has written since the schema's slot was last confirmed (bytes): what capture
+ * has yet to write, and the server keeps meanwhile. Null with no slot, or before rppd 1.3.0.
+ */
+export async function walSlotLag(db: pg.ClientBase | pg.Pool, schema: string): Promise<number | null> {
+  try {
+    const { rows } = await db.query<{ lag: number | null }>(
+      `SELECT pg_catalog.pg_wal_lsn_diff(pg_catalog.pg_current_wal_lsn(), s.confirmed_flush_lsn)::float8 AS lag
+         FROM ${rppdTable(schema, 'rppd_wal_names')}() n
+         JOIN pg_catalog.pg_replication_slots s ON s.slot_name = n.slot AND s.database = current_database()`,
+    );
+    return rows[0]?.lag ?? null;
+  } catch (err) {
+    if ((err as { code?: string }).code === SqlState.undefinedFunction) return null;
+    throw err;
+  }
+}
+
 /** One event as it goes to rppd_event_queue: row images as JSON objects of the server's text values. */
 export interface WalEvent {
   /** "schema"."table", quoted: the row type json_populate_record fills. */
