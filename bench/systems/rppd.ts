@@ -60,6 +60,8 @@ export async function holdListenLock(url: string): Promise<() => Promise<void>> 
 
 export interface RppdNode {
   proc: ChildProcess;
+  /** The node's HTTP API (RPPD_HTTP), for /metrics. */
+  httpUrl: string;
   /** SIGTERM (a graceful stop, which also writes --cpu-prof profiles), SIGKILL after 30 s. */
   stop(): Promise<void>;
 }
@@ -74,6 +76,7 @@ export async function startRppdNode(
   options: { env?: Record<string, string>; nodeArgs?: string[]; waitFor?: 'master' | 'registered' } = {},
 ): Promise<RppdNode> {
   const port = await freePort();
+  const httpPort = await freePort();
   const proc = spawn(
     process.execPath,
     [...(options.nodeArgs ?? []), rppdBin, 'start', RPPD_SCHEMA, url, `127.0.0.1:${port}`, `--name=${name}`],
@@ -84,6 +87,7 @@ export async function startRppdNode(
         RPPD_LOG_LEVEL: process.env.RPPD_BENCH_LOG_LEVEL ?? 'info',
         RPPD_PYTHON: PYTHON,
         RPPD_CACHE_DIR: cacheDir,
+        RPPD_HTTP: `127.0.0.1:${httpPort}`,
         ...options.env,
       },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -120,6 +124,7 @@ export async function startRppdNode(
   });
   return {
     proc,
+    httpUrl: `http://127.0.0.1:${httpPort}`,
     async stop() {
       if (proc.exitCode === null && proc.signalCode === null) proc.kill('SIGTERM');
       const timer = setTimeout(() => proc.kill('SIGKILL'), 30_000);
@@ -177,6 +182,7 @@ export const rppd: BenchSystem = {
       async stop() {
         await Promise.all(nodes.map((n) => n.stop()));
       },
+      metrics: async () => (await fetch(`${nodes[0]!.httpUrl}/metrics`)).text(),
     };
   },
 };

@@ -28,6 +28,8 @@ export interface RunningSystem {
   pids(): number[];
   /** Graceful stop (SIGTERM), waiting for exit. */
   stop(): Promise<void>;
+  /** rppd only: the first node's Prometheus metrics, as text. */
+  metrics?(): Promise<string>;
 }
 
 export interface BenchSystem {

@@ -6,6 +6,7 @@ import pg from 'pg';
 import type { BenchContext } from '../context.ts';
 import { sql, waitForSink } from '../db.ts';
 import { median, nowMs, sleep, summarize } from '../measure.ts';
+import { type WalWrites, walWritesBetween } from '../nodeMetrics.ts';
 import { serverEvents } from '../serverLog.ts';
 import type { BenchSystem, InstallOptions, RunningSystem } from '../systems/system.ts';
 
@@ -30,6 +31,8 @@ interface Latencies {
   timeline: { sec: number; n: number; p50: number; max: number; insertP50: number; insertMax: number }[];
   /** Checkpoints and autovacuum runs the server logged during the round, seconds as in `timeline`. */
   serverEvents: { atSec: number; text: string }[];
+  /** rppd with WAL capture: the master's writes to the queue during the round (its /metrics). */
+  walWrites?: WalWrites | null;
 }
 
 async function steadyInserts(url: string, rate: number, seconds: number, warmUp: number) {
@@ -92,6 +95,7 @@ async function measure(
     ctx.log(`W3: ${system.name} at ${Math.round(rate)} rows/s for ${w3Seconds + w3WarmUpSeconds} s`);
     const meter = ctx.meter();
     const windowStart = nowMs();
+    const metricsBefore = (await running.metrics?.().catch(() => '')) ?? '';
     const { committed, writes, total, achievedRate } = await steadyInserts(url, rate, w3Seconds, w3WarmUpSeconds);
     await waitForSink(url, total, { timeoutMs: 120_000 });
     // The sink row with the highest id can commit before lower ones of runs still in flight:
@@ -103,6 +107,8 @@ async function measure(
     }
     const { otherCores } = meter.stop();
     const windowEnd = nowMs();
+    const metricsAfter = await running.metrics?.().catch(() => '');
+    const walWrites = metricsAfter ? walWritesBetween(metricsBefore, metricsAfter) : undefined;
     const rows = await sql(
       url,
       'SELECT src_id::text AS id, started_ms, extract(epoch FROM finished_at) * 1000 AS finished_ms FROM sink',
@@ -138,6 +144,7 @@ async function measure(
       slowest,
       timeline,
       serverEvents: events,
+      ...(walWrites ? { walWrites } : {}),
     };
     logRound(ctx, l);
     return l;
@@ -195,6 +202,12 @@ function logRound(ctx: BenchContext, l: Latencies): void {
     `  p50 ${l.start.p50.toFixed(2)} p99 ${l.start.p99.toFixed(2)} ms; seconds over 25 ms: ${slow.join(', ') || 'none'}`,
   );
   for (const e of events) ctx.log(`  server: ${e}`);
+  const w = l.walWrites;
+  if (w) {
+    ctx.log(
+      `  WAL writes: ${w.writes} for ${w.events} events, mean ${w.meanMs.toFixed(2)} ms, ${w.over25ms} over 25 ms, ${w.over100ms} over 100 ms; visibility waits ${w.visibilityWaitMs.toFixed(0)} ms`,
+    );
+  }
 }
 
 function record(

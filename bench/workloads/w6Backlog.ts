@@ -5,6 +5,7 @@
 import type { BenchContext } from '../context.ts';
 import { checkSink, sql, waitForSink } from '../db.ts';
 import { nowMs, postgresPids, sampleTrees, statusMb } from '../measure.ts';
+import { serverEvents } from '../serverLog.ts';
 import type { BenchSystem, RunningSystem } from '../systems/system.ts';
 
 export interface DrainResult {
@@ -25,6 +26,8 @@ export interface DrainResult {
   complete: boolean;
   cpu: Record<string, number>;
   otherCores: number;
+  /** Checkpoints and autovacuum runs the server logged during the drain, seconds after the workers' start. */
+  serverEvents: { atSec: number; text: string }[];
 }
 
 /**
@@ -105,6 +108,10 @@ export async function drain(
     const cpu = sampler.cpu();
     sampler.stop();
     const { otherCores } = meter.stop();
+    const logged = serverEvents(ctx.pg.logFile, t0, nowMs()).map((e) => ({
+      atSec: Math.round(e.atMs - t0) / 1000,
+      text: e.text,
+    }));
     mainHwmMb = Math.max(...r.pids().map((p) => statusMb(p, 'VmHWM')), 0);
     const peakRssMb = sampler.peakRssMb();
     await options.beforeStop?.(r);
@@ -127,6 +134,7 @@ export async function drain(
       complete,
       cpu,
       otherCores,
+      serverEvents: logged,
     };
   } finally {
     await running?.stop();
@@ -146,6 +154,7 @@ export async function runW6(ctx: BenchContext): Promise<void> {
     await ctx.dropDb(url);
     results[system.name] = r;
     ctx.data[`W6 ${system.name}`] = r;
+    for (const e of r.serverEvents) ctx.log(`  server: ${e.atSec.toFixed(1)}s ${e.text}`);
     const caseName = `${events.toLocaleString('en-US')}-event backlog`;
     const exact = r.complete && r.lost === 0 && r.duplicates === 0;
     const cpu = Object.entries(r.cpu)

@@ -1,0 +1,35 @@
+// What an rppd node's /metrics says about its WAL capture over a measured window: the
+// difference of two scrapes (prom-client text), for W3's rounds with WAL capture.
+
+export interface WalWrites {
+  /** Batches written to the queue, and the events in them. */
+  writes: number;
+  events: number;
+  meanMs: number;
+  /** Writes whose round trip passed 25 ms and 100 ms (from the histogram's buckets). */
+  over25ms: number;
+  over100ms: number;
+  /** Time batches waited for their transactions to become visible. */
+  visibilityWaitMs: number;
+}
+
+function value(text: string, series: string): number {
+  const escaped = series.replace(/[{}"+.]/g, (c) => `\\${c}`);
+  const m = new RegExp(`^${escaped} ([\\d.e+-]+)$`, 'm').exec(text);
+  return m ? Number(m[1]) : 0;
+}
+
+/** The WAL capture lines of `after` minus those of `before`; null when it wrote nothing meanwhile. */
+export function walWritesBetween(before: string, after: string): WalWrites | null {
+  const d = (series: string) => value(after, series) - value(before, series);
+  const writes = d('rppd_wal_write_seconds_count');
+  if (!writes) return null;
+  return {
+    writes,
+    events: d('rppd_wal_events_written_total'),
+    meanMs: writes ? (d('rppd_wal_write_seconds_sum') / writes) * 1000 : 0,
+    over25ms: writes - d('rppd_wal_write_seconds_bucket{le="0.025"}'),
+    over100ms: writes - d('rppd_wal_write_seconds_bucket{le="0.1"}'),
+    visibilityWaitMs: d('rppd_wal_visibility_wait_seconds_total') * 1000,
+  };
+}
