@@ -11,6 +11,10 @@ export interface WalWrites {
   over100ms: number;
   /** Time batches waited for their transactions to become visible. */
   visibilityWaitMs: number;
+  /** Transactions that reached the master more than 25 ms after their commit, and were written more than 25 ms after it. */
+  receivedOver25ms: number;
+  writtenOver25ms: number;
+  transactions: number;
 }
 
 function value(text: string, series: string): number {
@@ -31,5 +35,8 @@ export function walWritesBetween(before: string, after: string): WalWrites | nul
     over25ms: writes - d('rppd_wal_write_seconds_bucket{le="0.025"}'),
     over100ms: writes - d('rppd_wal_write_seconds_bucket{le="0.1"}'),
     visibilityWaitMs: d('rppd_wal_visibility_wait_seconds_total') * 1000,
+    transactions: d('rppd_wal_transactions_written_total'),
+    receivedOver25ms: d('rppd_wal_received_lag_seconds_count') - d('rppd_wal_received_lag_seconds_bucket{le="0.025"}'),
+    writtenOver25ms: d('rppd_wal_written_lag_seconds_count') - d('rppd_wal_written_lag_seconds_bucket{le="0.025"}'),
   };
 }

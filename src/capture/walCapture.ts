@@ -55,7 +55,16 @@ export interface WalBatchWritten {
   writeMs: number;
   /** How long the batch waited for its transactions to become visible to other sessions (0: none). */
   visibilityWaitMs: number;
+  /**
+   * Per transaction written: from its commit (the server's clock) to its arrival here, and to the
+   * end of this write (ms). Across hosts these include the clocks' difference.
+   */
+  receivedLagMs: number[];
+  writtenLagMs: number[];
 }
+
+/** pgoutput's commit time: microseconds since 2000-01-01 UTC. */
+const PG_EPOCH_MS = 946_684_800_000;
 
 export interface WalCapture {
   start(): void;
@@ -226,8 +235,16 @@ export function makeWalCapture(options: WalCaptureOptions): WalCapture {
               );
             }
             if (result.written) {
-              const transactions = batch.length - result.skipped;
-              options.onBatch?.({ events: result.written, transactions, writeMs, visibilityWaitMs });
+              const fresh = batch.slice(result.skipped);
+              const now = Date.now();
+              options.onBatch?.({
+                events: result.written,
+                transactions: fresh.length,
+                writeMs,
+                visibilityWaitMs,
+                receivedLagMs: fresh.map((t) => (t.receivedAtMs ?? now) - (t.committedAtMs ?? now)),
+                writtenLagMs: fresh.map((t) => now - (t.committedAtMs ?? now)),
+              });
               options.onWritten(result.written, result.rows);
             }
           } catch (err) {
@@ -304,6 +321,8 @@ export function makeWalCapture(options: WalCaptureOptions): WalCapture {
           if (!txn?.events.length) return;
           txn.endLsn = msg.endLsn;
           txn.endLsnText = formatLsn(msg.endLsn);
+          txn.committedAtMs = PG_EPOCH_MS + Number(msg.commitTime / 1000n);
+          txn.receivedAtMs = Date.now();
           pending.push(txn);
           pendingEvents += txn.events.length;
           void flush();

@@ -89,6 +89,21 @@ export function makeMetrics(
     buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1, 5],
     registers: [registry],
   });
+  const walLag = (name: string, help: string) =>
+    new Histogram({
+      name,
+      help,
+      buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30],
+      registers: [registry],
+    });
+  const walReceivedLag = walLag(
+    'rppd_wal_received_lag_seconds',
+    "Per WAL-captured transaction, from its commit (the server's clock) to its arrival at the master",
+  );
+  const walWrittenLag = walLag(
+    'rppd_wal_written_lag_seconds',
+    "Per WAL-captured transaction, from its commit (the server's clock) to its events written to rppd_event_queue",
+  );
   const walVisibilityWait = new Counter({
     name: 'rppd_wal_visibility_wait_seconds_total',
     help: 'Time written batches waited for transactions committed in the WAL to become visible (a synchronous standby holds that)',
@@ -129,6 +144,9 @@ export function makeMetrics(
     walTransactions.inc(b.transactions);
     walWrite.observe(b.writeMs / 1000);
     if (b.visibilityWaitMs > 0) walVisibilityWait.inc(b.visibilityWaitMs / 1000);
+    // A clock behind the server's makes a lag negative: counted in the lowest bucket.
+    for (const ms of b.receivedLagMs) walReceivedLag.observe(Math.max(0, ms) / 1000);
+    for (const ms of b.writtenLagMs) walWrittenLag.observe(Math.max(0, ms) / 1000);
   });
   events.on('run:retry', (e) => retries.inc({ fn_id: String(e.fnId) }));
   events.on('events:completed', (e) => completed.inc(e.ids.length));

@@ -128,6 +128,10 @@ describe('WAL capture', () => {
     const writes = Number(/^rppd_wal_write_seconds_count (\d+)$/m.exec(metrics)?.[1]);
     assert.ok(writes >= 1 && writes <= 4, `${writes} writes for 4 transactions`);
     assert.match(metrics, /^rppd_wal_slot_lag_bytes \d+$/m);
+    // Committed before the node started: every transaction's lag is past the lowest buckets.
+    assert.match(metrics, /^rppd_wal_received_lag_seconds_count 4$/m);
+    assert.match(metrics, /^rppd_wal_written_lag_seconds_count 4$/m);
+    assert.match(metrics, /^rppd_wal_written_lag_seconds_bucket\{le="0.01"\} 0$/m);
     const byTrigger = await sink(`tbl = 'public.by_trigger'`);
     const byWal = await sink(`tbl = 'public.by_wal'`);
     assert.deepEqual(

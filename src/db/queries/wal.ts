@@ -65,6 +65,9 @@ export interface WalTransaction {
   endLsn: bigint;
   endLsnText: string;
   events: WalEvent[];
+  /** The server's commit time and when the master received the commit (epoch ms; metrics only). */
+  committedAtMs?: number;
+  receivedAtMs?: number;
 }
 
 export interface WriteResult {
