@@ -15,6 +15,8 @@ export interface WalWrites {
   receivedOver25ms: number;
   writtenOver25ms: number;
   transactions: number;
+  /** Events the master admitted, by how (rppd_events_admitted_total). */
+  admitted: Record<string, number>;
 }
 
 function value(text: string, series: string): number {
@@ -36,6 +38,9 @@ export function walWritesBetween(before: string, after: string): WalWrites | nul
     over100ms: writes - d('rppd_wal_write_seconds_bucket{le="0.1"}'),
     visibilityWaitMs: d('rppd_wal_visibility_wait_seconds_total') * 1000,
     transactions: d('rppd_wal_transactions_written_total'),
+    admitted: Object.fromEntries(
+      ['read', 'handover', 'gap', 'sweep'].map((via) => [via, d(`rppd_events_admitted_total{via="${via}"}`)]),
+    ),
     receivedOver25ms: d('rppd_wal_received_lag_seconds_count') - d('rppd_wal_received_lag_seconds_bucket{le="0.025"}'),
     writtenOver25ms: d('rppd_wal_written_lag_seconds_count') - d('rppd_wal_written_lag_seconds_bucket{le="0.025"}'),
   };

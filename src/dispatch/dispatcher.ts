@@ -6,7 +6,7 @@ import type pg from 'pg';
 import type { EventRow } from '../db/queries/events.ts';
 import { notifyLockBusy, readEventIdsUpTo, readEventsAfter, readEventsByIds } from '../db/queries/events.ts';
 import { SqlState } from '../db/sqlState.ts';
-import type { NodeEvents } from '../events/nodeEvents.ts';
+import type { AdmittedVia, NodeEvents } from '../events/nodeEvents.ts';
 import type { RunResult } from '../runtimes/runtime.ts';
 import { backoffMs, delay } from '../util/backoff.ts';
 import { coerceError, errorMessage } from '../util/errors.ts';
@@ -134,9 +134,9 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
   // One admission at a time, in call order: the loop's reads and the events offered by WAL
   // capture interleave, and each awaits the registry before it schedules (topic order).
   let admitting: Promise<void> = Promise.resolve();
-  function admit(rows: EventRow[], readAfter?: string): Promise<void> {
+  function admit(rows: EventRow[], via: AdmittedVia, readAfter?: string): Promise<void> {
     if (rows.length === 0) return Promise.resolve();
-    const next = admitting.then(() => admitNow(rows, readAfter));
+    const next = admitting.then(() => admitNow(rows, via, readAfter));
     admitting = next.catch(() => undefined);
     return next;
   }
@@ -147,7 +147,7 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
    * meanwhile (and may have run and left memory already): they are taken only if noted as
    * skipped (gaps), so that no event runs twice. The sweep still finds any left out.
    */
-  async function admitNow(rows: EventRow[], readAfter?: string): Promise<void> {
+  async function admitNow(rows: EventRow[], via: AdmittedVia, readAfter?: string): Promise<void> {
     if (readAfter !== undefined && BigInt(cursor) > BigInt(readAfter)) {
       const moved = BigInt(cursor);
       rows = rows.filter((r) => BigInt(r.id) > moved || gaps.has(r.id));
@@ -156,8 +156,10 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
     // Functions changed in or before the snapshot that read these events must be known first.
     await registry.ensureVersion(rows.reduce((max, r) => (BigInt(r.fv) > max ? BigInt(r.fv) : max), 0n));
     const pks = await registry.pkColumns(new Set(rows.map((r) => r.schema_table)));
+    let added = 0;
     for (const row of rows) {
       if (admitted.has(row.id) || completer.isPending(row.id)) continue;
+      added++;
       admitted.set(row.id, { cronId: row.cron_id, error: null });
       const runs = planRuns(row, registry.forTable(row.schema_table), pks.get(row.schema_table) ?? []);
       scheduler.add(
@@ -170,7 +172,7 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
       noteGaps(cursor, rows);
       cursor = last;
     }
-    events.emit('events:admitted', { count: rows.length, lastId: last });
+    events.emit('events:admitted', { count: added, lastId: last, via });
     pump();
   }
 
@@ -191,7 +193,7 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
     if (gaps.size === 0) return;
     const found = await readEventsByIds(pool, schema, [...gaps.keys()]);
     for (const row of found) gaps.delete(row.id);
-    if (found.length) await admit(found);
+    if (found.length) await admit(found, 'gap');
   }
 
   /** Events at or below the cursor that we do not know: they committed after we read past them. */
@@ -200,7 +202,7 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
     if (cursor === '0') return;
     const ids = await readEventIdsUpTo(pool, schema, cursor);
     const missing = ids.filter((id) => !admitted.has(id) && !completer.isPending(id));
-    if (missing.length) await admit(await readEventsByIds(pool, schema, missing.slice(0, windowSize)));
+    if (missing.length) await admit(await readEventsByIds(pool, schema, missing.slice(0, windowSize)), 'sweep');
   }
 
   function pump(): void {
@@ -339,7 +341,7 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
           const rows = await readEventsAfter(pool, schema, from, limit);
           full = rows.length === limit;
           wakeMode.note(Date.now(), rows.length, full);
-          await admit(rows, from);
+          await admit(rows, 'read', from);
           // Events left to read while this read was under way may have committed after its snapshot.
           caughtUp = !full && left === leftToRead;
         } else {
@@ -399,7 +401,7 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
       }
       // Ids between the cursor and these (another writer's events, not yet read) become gaps
       // that the loop reads at once (noteGaps); the sweep catches anything later still.
-      admit(rows, FRESH).then(
+      admit(rows, 'handover', FRESH).then(
         () => {
           if (gaps.size) signal();
         },

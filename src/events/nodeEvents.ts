@@ -5,13 +5,19 @@ import type { WalBatchWritten } from '../capture/walCapture.ts';
 import type { WakeModeReason } from '../dispatch/wakeMode.ts';
 import type { FailureKind } from '../runtimes/runtime.ts';
 
+export type AdmittedVia = 'read' | 'handover' | 'gap' | 'sweep';
+
 export interface NodeEventMap {
   'node:registered': [{ id: number; name: string; host: string }];
   'node:stopped': [];
   'lease:acquired': [{ epoch: string }];
   'lease:lost': [{ epoch: string; reason: string }];
   'config:reloaded': [{ table: string; functions?: number }];
-  'events:admitted': [{ count: number; lastId: string }];
+  /**
+   * Events taken into memory, and how: the loop's read after its cursor, handed over by WAL capture
+   * as written, a re-read of ids a read skipped, or the sweep (committed after the cursor passed them).
+   */
+  'events:admitted': [{ count: number; lastId: string; via: AdmittedVia }];
   'run:started': [{ eventId: string; fnId: number; nodeId: number }];
   'run:finished': [
     { eventId: string; fnId: number; ok: boolean; kind?: FailureKind; error?: string; tookMs: number; attempt: number },

@@ -41,6 +41,12 @@ export function makeMetrics(
     buckets: [0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 30, 120],
     registers: [registry],
   });
+  const admitted = new Counter({
+    name: 'rppd_events_admitted_total',
+    help: "Events the master took into memory, by how: read (after its cursor), handover (from WAL capture as written), gap (a read's skipped id, re-read), sweep (committed after the cursor passed it: up to a second late)",
+    labelNames: ['via'] as const,
+    registers: [registry],
+  });
   const completed = new Counter({
     name: 'rppd_events_completed_total',
     help: 'Events whose functions all finished (deleted from rppd_event_queue)',
@@ -150,6 +156,7 @@ export function makeMetrics(
   });
   events.on('run:retry', (e) => retries.inc({ fn_id: String(e.fnId) }));
   events.on('events:completed', (e) => completed.inc(e.ids.length));
+  events.on('events:admitted', (e) => admitted.inc({ via: e.via }, e.count));
   events.on('db:error', (e) => dbErrors.inc({ where: e.where }));
   events.on('lease:acquired', () => leaseChanges.inc({ change: 'acquired' }));
   events.on('lease:lost', () => leaseChanges.inc({ change: 'lost' }));
