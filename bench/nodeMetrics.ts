@@ -33,7 +33,7 @@ export function walWritesBetween(before: string, after: string): WalWrites | nul
   return {
     writes,
     events: d('rppd_wal_events_written_total'),
-    meanMs: writes ? (d('rppd_wal_write_seconds_sum') / writes) * 1000 : 0,
+    meanMs: (d('rppd_wal_write_seconds_sum') / writes) * 1000,
     over25ms: writes - d('rppd_wal_write_seconds_bucket{le="0.025"}'),
     over100ms: writes - d('rppd_wal_write_seconds_bucket{le="0.1"}'),
     visibilityWaitMs: d('rppd_wal_visibility_wait_seconds_total') * 1000,

@@ -127,7 +127,7 @@ async function measure(
     }
     const timeline = perSecond(
       byStart,
-      writes.map((w) => ({ atSec: (w.at - firstCommit) / 1000, took: w.took })),
+      writes.map((w) => ({ atSec: (w.at - firstCommit) / 1000, ms: w.took })),
     );
     const events = serverEvents(ctx.pg.logFile, windowStart, windowEnd).map((e) => ({
       atSec: Math.round(e.atMs - firstCommit) / 1000,
@@ -154,29 +154,22 @@ async function measure(
   }
 }
 
-function perSecond(starts: Latencies['slowest'], writes: { atSec: number; took: number }[]): Latencies['timeline'] {
-  const bySec = <T>(items: T[], sec: (t: T) => number, value: (t: T) => number) => {
-    const out = new Map<number, number[]>();
-    for (const item of items) {
-      const s = Math.floor(sec(item));
-      const list = out.get(s) ?? [];
-      list.push(value(item));
-      out.set(s, list);
-    }
-    return out;
-  };
-  const startsBySec = bySec(
-    starts,
-    (s) => s.atSec,
-    (s) => s.startMs,
-  );
-  const writesBySec = bySec(
-    writes,
-    (w) => w.atSec,
-    (w) => w.took,
-  );
+/** Samples by whole second of `atSec`. */
+function bySecond(samples: { atSec: number; ms: number }[]): Map<number, number[]> {
+  const out = new Map<number, number[]>();
+  for (const { atSec, ms } of samples) {
+    const sec = Math.floor(atSec);
+    const list = out.get(sec) ?? [];
+    list.push(ms);
+    out.set(sec, list);
+  }
+  return out;
+}
+
+function perSecond(starts: Latencies['slowest'], writes: { atSec: number; ms: number }[]): Latencies['timeline'] {
+  const writesBySec = bySecond(writes);
   const round = (x: number, digits: number) => Math.round(x * 10 ** digits) / 10 ** digits;
-  return [...startsBySec.entries()]
+  return [...bySecond(starts.map((s) => ({ atSec: s.atSec, ms: s.startMs }))).entries()]
     .sort(([a], [b]) => a - b)
     .map(([sec, list]) => {
       const s = summarize(list);
