@@ -1,5 +1,5 @@
-// What an rppd node's /metrics says about its WAL capture over a measured window: the
-// difference of two scrapes (prom-client text), for W3's rounds with WAL capture.
+// What an rppd node's /metrics says over a measured window: the difference of two scrapes
+// (prom-client text), for W3's rounds: the master process, and its WAL capture.
 
 export interface WalWrites {
   /** Batches written to the queue, and the events in them. */
@@ -23,6 +23,35 @@ function value(text: string, series: string): number {
   const escaped = series.replace(/[{}"+.]/g, (c) => `\\${c}`);
   const m = new RegExp(`^${escaped} ([\\d.e+-]+)$`, 'm').exec(text);
   return m ? Number(m[1]) : 0;
+}
+
+export interface MasterProcess {
+  /** The process's CPU (all its threads), seconds. */
+  cpuSec: number;
+  /** The main thread's longest event-loop delay between the two scrapes (the monitor restarts at each scrape). */
+  loopDelayMaxMs: number;
+  /** Garbage-collection pauses of the main thread: all, major only, and how many took over 25 ms. */
+  gcMs: number;
+  gcMajorMs: number;
+  gcOver25ms: number;
+}
+
+/** The master process over the window; null when `after` has no process metrics (a node before them). */
+export function masterBetween(before: string, after: string): MasterProcess | null {
+  if (!/^process_cpu_seconds_total /m.test(after)) return null;
+  const d = (series: string) => value(after, series) - value(before, series);
+  const kinds = ['major', 'minor', 'incremental', 'weakcb'];
+  const gc = (kind: string, what: string) => d(`nodejs_gc_duration_seconds_${what}{kind="${kind}"}`);
+  return {
+    cpuSec: d('process_cpu_seconds_total'),
+    loopDelayMaxMs: value(after, 'nodejs_eventloop_lag_max_seconds') * 1000,
+    gcMs: kinds.reduce((sum, k) => sum + gc(k, 'sum'), 0) * 1000,
+    gcMajorMs: gc('major', 'sum') * 1000,
+    gcOver25ms: kinds.reduce(
+      (n, k) => n + gc(k, 'count') - d(`nodejs_gc_duration_seconds_bucket{le="0.025",kind="${k}"}`),
+      0,
+    ),
+  };
 }
 
 /** The WAL capture lines of `after` minus those of `before`; null when it wrote nothing meanwhile. */

@@ -6,7 +6,7 @@ import pg from 'pg';
 import type { BenchContext } from '../context.ts';
 import { sql, waitForSink } from '../db.ts';
 import { median, nowMs, sleep, summarize } from '../measure.ts';
-import { type WalWrites, walWritesBetween } from '../nodeMetrics.ts';
+import { type MasterProcess, masterBetween, type WalWrites, walWritesBetween } from '../nodeMetrics.ts';
 import { serverEvents } from '../serverLog.ts';
 import type { BenchSystem, InstallOptions, RunningSystem } from '../systems/system.ts';
 
@@ -33,9 +33,11 @@ interface Latencies {
   serverEvents: { atSec: number; text: string }[];
   /** rppd with WAL capture: the master's writes to the queue during the round (its /metrics). */
   walWrites?: WalWrites | null;
+  /** rppd: the master process during the round (its /metrics): CPU, event-loop delay, GC pauses. */
+  master?: MasterProcess | null;
 }
 
-async function steadyInserts(url: string, rate: number, seconds: number, warmUp: number) {
+export async function steadyInserts(url: string, rate: number, seconds: number, warmUp: number) {
   const clients = await Promise.all(
     Array.from({ length: CONNECTIONS }, async () => {
       const c = new pg.Client({ connectionString: url, application_name: 'rppd bench inserter' });
@@ -109,6 +111,7 @@ async function measure(
     const windowEnd = nowMs();
     const metricsAfter = await running.metrics?.().catch(() => '');
     const walWrites = metricsAfter ? walWritesBetween(metricsBefore, metricsAfter) : undefined;
+    const master = metricsAfter ? masterBetween(metricsBefore, metricsAfter) : undefined;
     const rows = await sql(
       url,
       'SELECT src_id::text AS id, started_ms, extract(epoch FROM finished_at) * 1000 AS finished_ms FROM sink',
@@ -145,6 +148,7 @@ async function measure(
       timeline,
       serverEvents: events,
       ...(walWrites ? { walWrites } : {}),
+      ...(master ? { master } : {}),
     };
     logRound(ctx, l);
     return l;
@@ -195,6 +199,12 @@ function logRound(ctx: BenchContext, l: Latencies): void {
     `  p50 ${l.start.p50.toFixed(2)} p99 ${l.start.p99.toFixed(2)} ms; seconds over 25 ms: ${slow.join(', ') || 'none'}`,
   );
   for (const e of events) ctx.log(`  server: ${e}`);
+  const m = l.master;
+  if (m) {
+    ctx.log(
+      `  master: CPU ${m.cpuSec.toFixed(1)} s, longest event-loop delay ${m.loopDelayMaxMs.toFixed(0)} ms, GC ${m.gcMs.toFixed(0)} ms (major ${m.gcMajorMs.toFixed(0)} ms, ${m.gcOver25ms} pauses over 25 ms)`,
+    );
+  }
   const w = l.walWrites;
   if (w) {
     ctx.log(

@@ -1,5 +1,5 @@
 // Prometheus metrics, fed by the node's events (the observability seam).
-import { Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
 import type { NodeEvents } from '../events/nodeEvents.ts';
 
 export interface NodeMetrics {
@@ -22,6 +22,14 @@ export function makeMetrics(
   walSlotLag?: () => Promise<number | null>,
 ): NodeMetrics {
   const registry = new Registry();
+  // The process: CPU (worker threads included), memory, heap, open files; the main thread's
+  // event-loop delay (10 ms resolution; min/max/percentiles since the previous scrape) and its
+  // garbage-collection pauses by kind: a stall of the master shows here, apart from the database's.
+  collectDefaultMetrics({
+    register: registry,
+    eventLoopMonitoringPrecision: 10,
+    gcDurationBuckets: [0.001, 0.005, 0.01, 0.025, 0.1, 0.5, 2],
+  });
   const runs = new Counter({
     name: 'rppd_runs_total',
     help: 'Finished runs by function and result (ok, or the failure kind)',

@@ -47,6 +47,12 @@ describe('HTTP API', () => {
     // One event at a time: writers NOTIFY (wakeMode.ts).
     assert.match(text, /rppd_writers_notify 1/);
     assert.match(text, /rppd_wake_mode_changes_total\{mode="notify",why="start"\} 1/);
+    // The process (worker threads' CPU included) and the main thread's event-loop delay and GC pauses.
+    const cpu = Number(/^process_cpu_seconds_total (\S+)$/m.exec(text)?.[1]);
+    assert.ok(cpu > 0, `process_cpu_seconds_total ${cpu}`);
+    assert.match(text, /^nodejs_eventloop_lag_max_seconds \d/m);
+    assert.match(text, /^process_resident_memory_bytes [1-9]/m);
+    assert.match(text, /^# TYPE nodejs_gc_duration_seconds histogram$/m);
   });
 
   test('unknown routes and methods use the one error shape', async () => {
