@@ -344,6 +344,8 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
         admitted: d?.admitted ?? 0,
         queued: d?.queued ?? 0,
         writers_notify: d?.writersNotify ?? null,
+        // The master's sweeps for late commits, and the id above which they read (dispatch/sweepFloor.ts).
+        sweep: d?.sweep ?? null,
         running: x.running,
         workers: x.workers,
         max_concurrency: x.max,

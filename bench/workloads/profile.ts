@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, readdirSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { deleteEventsSql, selectEventsSql } from '../../src/db/queries/events.ts';
+import { deleteEventsSql, selectEventsSql, sweepIdsSql } from '../../src/db/queries/events.ts';
 import { startPg } from '../../tests/support/pgServer.ts';
 import { type BenchContext, makeContext } from '../context.ts';
 import { profileMarkdown, summarizeProfile } from '../cpuProfile.ts';
@@ -33,9 +33,9 @@ async function explainHotQueries(url: string): Promise<string[]> {
         false,
       ],
       [
-        'readEventIdsUpTo (the 1 s sweep, window of 5,000)',
-        `SELECT id FROM ${Q} WHERE id <= $1 ORDER BY id`,
-        [cursor],
+        'readEventIdsForSweep (the 1 s sweep from floor 0, window of 5,000)',
+        sweepIdsSql(RPPD_SCHEMA),
+        ['0', cursor],
         false,
       ],
       [

@@ -4,7 +4,7 @@
 // from an empty memory and re-reads everything still in rppd_event_queue.
 import type pg from 'pg';
 import type { EventRow } from '../db/queries/events.ts';
-import { notifyLockBusy, readEventIdsUpTo, readEventsAfter, readEventsByIds } from '../db/queries/events.ts';
+import { notifyLockBusy, readEventsAfter } from '../db/queries/events.ts';
 import { SqlState } from '../db/sqlState.ts';
 import type { AdmittedVia, NodeEvents } from '../events/nodeEvents.ts';
 import type { RunResult } from '../runtimes/runtime.ts';
@@ -12,6 +12,7 @@ import { backoffMs, delay } from '../util/backoff.ts';
 import { coerceError, errorMessage } from '../util/errors.ts';
 import type { Completer } from './completer.ts';
 import type { FunctionRegistry } from './functionRegistry.ts';
+import { makeLateCommits } from './lateCommits.ts';
 import { makeListenLock } from './listenLock.ts';
 import { type PlannedRun, planRuns, trigValue } from './planRuns.ts';
 import { type SchedRun, Scheduler } from './scheduler.ts';
@@ -61,7 +62,14 @@ export interface Dispatcher {
   pump(): void;
   /** Stop reading; wait up to graceMs for running runs; write what finished. */
   stop(graceMs: number): Promise<void>;
-  stats(): { admitted: number; queued: number; running: number; writersNotify: boolean | null };
+  stats(): {
+    admitted: number;
+    queued: number;
+    running: number;
+    writersNotify: boolean | null;
+    /** The sweeps so far, and the id above which they read now. */
+    sweep: { runs: number; floor: string };
+  };
 }
 
 type Payload = PlannedRun & { attempt: number; lastError?: string };
@@ -95,12 +103,14 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
   let running = 0;
   let stopped = false;
   let sleeping: boolean | null = null;
-  let lastSweep = 0;
-  // Ids a read skipped: usually a transaction that took its id early and has not
-  // committed yet. Re-read on every poll for a short while (rolled-back ids never come).
-  const gaps = new Map<string, number>();
-  const gapWatchMs = 2000;
-  const maxGaps = 2000;
+  const late = makeLateCommits({
+    pool,
+    schema,
+    windowSize,
+    sweepMs,
+    known: (id) => admitted.has(id) || completer.isPending(id),
+    admit: (rows, via) => admit(rows, via),
+  });
   let wakeUp: (() => void) | null = null;
   // A signal while the loop was reading: the next wait returns at once (a NOTIFY is never lost).
   let signalled = false;
@@ -145,12 +155,12 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
    * `readAfter`: the rows come from a read after that cursor, or were just written here (offer:
    * `FRESH`). Once the cursor is past it, rows at or below the cursor came in another way
    * meanwhile (and may have run and left memory already): they are taken only if noted as
-   * skipped (gaps), so that no event runs twice. The sweep still finds any left out.
+   * skipped (lateCommits.ts), so that no event runs twice. The sweep still finds any left out.
    */
   async function admitNow(rows: EventRow[], via: AdmittedVia, readAfter?: string): Promise<void> {
     if (readAfter !== undefined && BigInt(cursor) > BigInt(readAfter)) {
       const moved = BigInt(cursor);
-      rows = rows.filter((r) => BigInt(r.id) > moved || gaps.has(r.id));
+      rows = rows.filter((r) => BigInt(r.id) > moved || late.isWatched(r.id));
       if (rows.length === 0) return;
     }
     // Functions changed in or before the snapshot that read these events must be known first.
@@ -169,40 +179,11 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
     }
     const last = rows[rows.length - 1]!.id;
     if (BigInt(last) > BigInt(cursor)) {
-      noteGaps(cursor, rows);
+      late.noteSkipped(cursor, rows);
       cursor = last;
     }
     events.emit('events:admitted', { count: added, lastId: last, via });
     pump();
-  }
-
-  function noteGaps(from: string, rows: EventRow[]): void {
-    if (from === '0') return; // a new master starts from the table: nothing was skipped
-    const until = Date.now() + gapWatchMs;
-    let prev = BigInt(from);
-    for (const row of rows) {
-      const id = BigInt(row.id);
-      for (let missing = prev + 1n; missing < id && gaps.size < maxGaps; missing++) gaps.set(String(missing), until);
-      if (id > prev) prev = id;
-    }
-  }
-
-  async function rereadGaps(): Promise<void> {
-    const now = Date.now();
-    for (const [id, until] of gaps) if (until < now || admitted.has(id)) gaps.delete(id);
-    if (gaps.size === 0) return;
-    const found = await readEventsByIds(pool, schema, [...gaps.keys()]);
-    for (const row of found) gaps.delete(row.id);
-    if (found.length) await admit(found, 'gap');
-  }
-
-  /** Events at or below the cursor that we do not know: they committed after we read past them. */
-  async function sweep(): Promise<void> {
-    lastSweep = Date.now();
-    if (cursor === '0') return;
-    const ids = await readEventIdsUpTo(pool, schema, cursor);
-    const missing = ids.filter((id) => !admitted.has(id) && !completer.isPending(id));
-    if (missing.length) await admit(await readEventsByIds(pool, schema, missing.slice(0, windowSize)), 'sweep');
   }
 
   function pump(): void {
@@ -348,8 +329,8 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
           caughtUp = false;
           wakeMode.note(Date.now(), 0, true);
         }
-        if (gaps.size) await rereadGaps();
-        if (Date.now() - lastSweep >= sweepMs) await sweep();
+        if (late.watching) await late.rereadSkipped();
+        await late.sweepIfDue(cursor);
         failures = 0;
         if (stopped) break;
         if (wakeMode.wantsSample(Date.now())) await sampleNotifyLock();
@@ -363,7 +344,7 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
           if (!(await setSleeping(true))) await waitSignal(awakePollMs);
         } else {
           // Ids skipped by a read belong to transactions that may commit without a NOTIFY.
-          await waitSignal(gaps.size > 0 ? awakePollMs : options.pollMs);
+          await waitSignal(late.watching > 0 ? awakePollMs : options.pollMs);
         }
       } catch (err) {
         const error = coerceError(err);
@@ -400,10 +381,10 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
         return;
       }
       // Ids between the cursor and these (another writer's events, not yet read) become gaps
-      // that the loop reads at once (noteGaps); the sweep catches anything later still.
+      // that the loop reads at once (lateCommits.ts); the sweep catches anything later still.
       admit(rows, 'handover', FRESH).then(
         () => {
-          if (gaps.size) signal();
+          if (late.watching) signal();
         },
         (err: unknown) => {
           caughtUp = false;
@@ -428,7 +409,13 @@ export function makeDispatcher(options: DispatcherOptions): Dispatcher {
     pump,
     stats() {
       const s = scheduler.size;
-      return { admitted: admitted.size, queued: s.jobs - s.running, running, writersNotify: sleeping };
+      return {
+        admitted: admitted.size,
+        queued: s.jobs - s.running,
+        running,
+        writersNotify: sleeping,
+        sweep: late.stats(),
+      };
     },
   };
 }

@@ -39,14 +39,37 @@ export async function readEventsAfter(db: pg.ClientBase | pg.Pool, schema: strin
   return rows;
 }
 
-/** Ids at or below the cursor: events admitted earlier plus any that committed late. */
-export async function readEventIdsUpTo(db: pg.ClientBase | pg.Pool, schema: string, cursor: string) {
-  const { rows } = await queryPrepared<{ id: string }>(
-    db,
-    `SELECT id FROM ${rppdTable(schema, 'rppd_event_queue')} WHERE id <= $1 ORDER BY id`,
-    [cursor],
+/**
+ * The sweep's statement: ids in ($1, $2] (events admitted earlier plus any that committed late),
+ * the statement snapshot's xmin and a transaction id this statement assigns itself, for the
+ * floor of later sweeps (dispatch/sweepFloor.ts).
+ */
+export const sweepIdsSql = (schema: string) =>
+  `SELECT ARRAY(SELECT id FROM ${rppdTable(schema, 'rppd_event_queue')} WHERE id > $1 AND id <= $2 ORDER BY id)::text[] AS ids,
+          txid_snapshot_xmin(txid_current_snapshot())::text AS xmin, txid_current()::text AS xid`;
+
+export async function readEventIdsForSweep(
+  db: pg.ClientBase | pg.Pool,
+  schema: string,
+  floor: string,
+  cursor: string,
+): Promise<{ ids: string[]; xmin: bigint; xid: bigint }> {
+  const { rows } = await queryPrepared<{ ids: string[]; xmin: string; xid: string }>(db, sweepIdsSql(schema), [
+    floor,
+    cursor,
+  ]);
+  const row = rows[0]!;
+  return { ids: row.ids, xmin: BigInt(row.xmin), xid: BigInt(row.xid) };
+}
+
+/** The cache of the queue's id sequence: above 1, ids are not handed out in time order across sessions. */
+export async function queueSequenceCache(db: pg.ClientBase | pg.Pool, schema: string): Promise<number> {
+  const { rows } = await db.query<{ cache: string | null }>(
+    `SELECT s.seqcache::text AS cache FROM pg_catalog.pg_sequence s
+      WHERE s.seqrelid = pg_catalog.pg_get_serial_sequence($1, 'id')::regclass`,
+    [rppdTable(schema, 'rppd_event_queue')],
   );
-  return rows.map((r) => r.id);
+  return Number(rows[0]?.cache ?? 1);
 }
 
 export async function readEventsByIds(db: pg.ClientBase | pg.Pool, schema: string, ids: string[]) {
