@@ -4,53 +4,51 @@ import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { makeSweepFloor } from '../../src/dispatch/sweepFloor.ts';
 
-test('starts at 0 and moves to the cursor of the sweep whose writers have all ended', () => {
+/** Sweeps in order: [cursor, the sweep's xid, its snapshot's xmin, the floor expected after it]. */
+function sweeps(steps: [string, bigint, bigint, string][]): void {
   const f = makeSweepFloor();
   assert.equal(f.floor, '0');
-  f.swept('100', 50n, 40n); // the mark: cursor 100, xid 50
-  assert.equal(f.floor, '0');
-  f.swept('200', 60n, 51n); // xmin 51 > 50: every writer of ids ≤ 100 has ended
-  assert.equal(f.floor, '100');
-  f.swept('300', 70n, 61n);
-  assert.equal(f.floor, '200');
+  steps.forEach(([cursor, xid, xmin, floor], i) => {
+    f.swept(cursor, xid, xmin);
+    assert.equal(f.floor, floor, `after sweep ${i + 1} (cursor ${cursor}, xid ${xid}, xmin ${xmin})`);
+  });
+}
+
+test('moves to the cursor of the sweep whose writers have all ended', () => {
+  sweeps([
+    ['100', 50n, 40n, '0'], // the mark: cursor 100, xid 50
+    ['200', 60n, 51n, '100'], // xmin 51 > 50: every writer of ids ≤ 100 has ended
+    ['300', 70n, 61n, '200'],
+  ]);
 });
 
 test('an open transaction older than the mark holds the floor until it ends', () => {
-  const f = makeSweepFloor();
-  f.swept('100', 50n, 45n);
-  // A writer with xid 45 stays open: xmin 45 in every later snapshot.
-  for (const [cursor, xid] of [
-    ['150', 60n],
-    ['900', 70n],
-    ['5000', 80n],
-  ] as const) {
-    f.swept(cursor, xid, 45n);
-    assert.equal(f.floor, '0', `cursor ${cursor}`);
-  }
-  // It ends: the first mark (100) is passed, and the next one is this sweep's, not a later-held one.
-  f.swept('6000', 90n, 85n);
-  assert.equal(f.floor, '100');
-  f.swept('7000', 95n, 91n);
-  assert.equal(f.floor, '6000');
+  sweeps([
+    ['100', 50n, 45n, '0'],
+    // A writer with xid 45 stays open: xmin 45 in every later snapshot.
+    ['150', 60n, 45n, '0'],
+    ['900', 70n, 45n, '0'],
+    ['5000', 80n, 45n, '0'],
+    // It ends: the first mark (100) is passed, and the next mark is this sweep's.
+    ['6000', 90n, 85n, '100'],
+    ['7000', 95n, 91n, '6000'],
+  ]);
 });
 
 test('xmin equal to the mark is not enough: that transaction may still be open', () => {
-  const f = makeSweepFloor();
-  f.swept('100', 50n, 49n);
-  f.swept('120', 55n, 50n);
-  assert.equal(f.floor, '0');
-  f.swept('130', 56n, 51n);
-  assert.equal(f.floor, '100');
+  sweeps([
+    ['100', 50n, 49n, '0'],
+    ['120', 55n, 50n, '0'],
+    ['130', 56n, 51n, '100'],
+  ]);
 });
 
 test('the floor never moves down', () => {
-  const f = makeSweepFloor();
-  f.swept('500', 10n, 5n);
-  f.swept('600', 20n, 11n);
-  assert.equal(f.floor, '500');
-  // A smaller cursor cannot happen within one master term; the floor still does not go back.
-  f.swept('400', 30n, 21n);
-  assert.equal(f.floor, '600');
-  f.swept('700', 40n, 31n);
-  assert.equal(f.floor, '600');
+  sweeps([
+    ['500', 10n, 5n, '0'],
+    ['600', 20n, 11n, '500'],
+    // A smaller cursor cannot happen within one master term; the floor still does not go back.
+    ['400', 30n, 21n, '600'],
+    ['700', 40n, 31n, '600'],
+  ]);
 });
