@@ -18,9 +18,7 @@ describe('late commits', () => {
   let base: string;
   const info = async () => (await (await fetch(`${base}/info`)).json()) as Info;
   const lastId = async () =>
-    BigInt(
-      (await f.query<{ n: string }>(`SELECT last_value::text AS n FROM rppd_event_queue_id_seq`))[0]!.n,
-    );
+    BigInt((await f.query<{ n: string }>(`SELECT last_value::text AS n FROM rppd_event_queue_id_seq`))[0]!.n);
   const sweptEvents = async () => {
     const text = await (await fetch(`${base}/metrics`)).text();
     return Number(/^rppd_events_admitted_total\{via="sweep"\} (\d+)$/m.exec(text)?.[1] ?? 0);
