@@ -14,6 +14,9 @@ export interface WalWrites {
   /** Transactions that reached the master more than 25 ms after their commit, and were written more than 25 ms after it. */
   receivedOver25ms: number;
   writtenOver25ms: number;
+  /** The same past 5 ms: where a tail of a few milliseconds comes from at low rates. */
+  receivedOver5ms: number;
+  writtenOver5ms: number;
   transactions: number;
   /** Events the master admitted, by how (rppd_events_admitted_total). */
   admitted: Record<string, number>;
@@ -72,5 +75,7 @@ export function walWritesBetween(before: string, after: string): WalWrites | nul
     ),
     receivedOver25ms: d('rppd_wal_received_lag_seconds_count') - d('rppd_wal_received_lag_seconds_bucket{le="0.025"}'),
     writtenOver25ms: d('rppd_wal_written_lag_seconds_count') - d('rppd_wal_written_lag_seconds_bucket{le="0.025"}'),
+    receivedOver5ms: d('rppd_wal_received_lag_seconds_count') - d('rppd_wal_received_lag_seconds_bucket{le="0.005"}'),
+    writtenOver5ms: d('rppd_wal_written_lag_seconds_count') - d('rppd_wal_written_lag_seconds_bucket{le="0.005"}'),
   };
 }

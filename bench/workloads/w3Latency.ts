@@ -208,7 +208,7 @@ function logRound(ctx: BenchContext, l: Latencies): void {
   const w = l.walWrites;
   if (w) {
     ctx.log(
-      `  WAL writes: ${w.writes} for ${w.events} events, mean ${w.meanMs.toFixed(2)} ms, ${w.over25ms} over 25 ms, ${w.over100ms} over 100 ms; visibility waits ${w.visibilityWaitMs.toFixed(0)} ms; of ${w.transactions} transactions ${w.receivedOver25ms} reached the master and ${w.writtenOver25ms} were written more than 25 ms after their commit; admitted ${Object.entries(
+      `  WAL writes: ${w.writes} for ${w.events} events, mean ${w.meanMs.toFixed(2)} ms, ${w.over25ms} over 25 ms, ${w.over100ms} over 100 ms; visibility waits ${w.visibilityWaitMs.toFixed(0)} ms; of ${w.transactions} transactions ${w.receivedOver25ms} reached the master and ${w.writtenOver25ms} were written more than 25 ms after their commit (${w.receivedOver5ms} and ${w.writtenOver5ms} more than 5 ms); admitted ${Object.entries(
         w.admitted,
       )
         .map(([via, n]) => `${via} ${n}`)
