@@ -344,8 +344,9 @@ export async function startNode(settings: Settings, options: NodeOptions = {}): 
         admitted: d?.admitted ?? 0,
         queued: d?.queued ?? 0,
         writers_notify: d?.writersNotify ?? null,
-        // The master's sweeps for late commits, and the id above which they read (dispatch/sweepFloor.ts).
-        sweep: d?.sweep ?? null,
+        // The master's sweeps for late commits, the id above which they read, and how long that floor
+        // has waited for older transactions to end (dispatch/sweepFloor.ts).
+        sweep: d ? { runs: d.sweep.runs, floor: d.sweep.floor, floor_wait_s: d.sweep.floorWaitSec } : null,
         running: x.running,
         workers: x.workers,
         max_concurrency: x.max,

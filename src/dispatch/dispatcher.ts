@@ -67,8 +67,8 @@ export interface Dispatcher {
     queued: number;
     running: number;
     writersNotify: boolean | null;
-    /** The sweeps so far, and the id above which they read now. */
-    sweep: { runs: number; floor: string };
+    /** The sweeps so far, the id above which they read now, and how long that floor has waited to move. */
+    sweep: { runs: number; floor: string; floorWaitSec: number };
   };
 }
 

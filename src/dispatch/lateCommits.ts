@@ -31,7 +31,8 @@ export interface LateCommits {
   rereadSkipped(): Promise<void>;
   /** Sweeps (floor, cursor] when sweepMs has passed since the last sweep. */
   sweepIfDue(cursor: string): Promise<void>;
-  stats(): { runs: number; floor: string };
+  /** Sweeps so far, the id above which they read, and how long the floor has waited to move (sweepFloor.ts). */
+  stats(): { runs: number; floor: string; floorWaitSec: number };
 }
 
 const GAP_WATCH_MS = 2000;
@@ -82,6 +83,10 @@ export function makeLateCommits(options: LateCommitsOptions): LateCommits {
       if (missing.length <= windowSize) floor.swept(cursor, xid, xmin);
       sweeps++;
     },
-    stats: () => ({ runs: sweeps, floor: from() }),
+    stats: () => ({
+      runs: sweeps,
+      floor: from(),
+      floorWaitSec: floorUsable ? Math.round(floor.waitingMs() / 100) / 10 : 0,
+    }),
   };
 }

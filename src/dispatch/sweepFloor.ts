@@ -21,25 +21,32 @@ export interface SweepFloor {
   readonly floor: string;
   /**
    * A sweep read (floor, cursor] with a snapshot of xmin `xmin`, assigned itself transaction id
-   * `xid`, and took in every event it found missing.
+   * `xid`, and took in every event it found missing (at `now`, epoch ms).
    */
-  swept(cursor: string, xid: bigint, xmin: bigint): void;
+  swept(cursor: string, xid: bigint, xmin: bigint, now?: number): void;
+  /**
+   * How long the floor's next step has waited for older transactions to end (ms): about one
+   * sweep interval while none is open, growing while one holding an xid stays open anywhere on
+   * the server (a long transaction, which also keeps vacuum from cleaning up).
+   */
+  waitingMs(now?: number): number;
 }
 
 export function makeSweepFloor(): SweepFloor {
   let floor = '0';
-  // The oldest sweep whose writers may not all have ended yet: its cursor and transaction id.
-  let mark: { cursor: string; xid: bigint } | null = null;
+  // The oldest sweep whose writers may not all have ended yet: its cursor, transaction id and time.
+  let mark: { cursor: string; xid: bigint; at: number } | null = null;
   return {
     get floor() {
       return floor;
     },
-    swept(cursor, xid, xmin) {
+    swept(cursor, xid, xmin, now = Date.now()) {
       if (mark && xmin > mark.xid) {
         if (BigInt(mark.cursor) > BigInt(floor)) floor = mark.cursor;
         mark = null;
       }
-      mark ??= { cursor, xid };
+      mark ??= { cursor, xid, at: now };
     },
+    waitingMs: (now = Date.now()) => (mark ? Math.max(0, now - mark.at) : 0),
   };
 }

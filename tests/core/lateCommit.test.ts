@@ -10,7 +10,7 @@ import { freePort } from '../support/pgServer.ts';
 import { waitFor } from '../support/waitFor.ts';
 
 interface Info {
-  sweep: { runs: number; floor: string } | null;
+  sweep: { runs: number; floor: string; floor_wait_s: number } | null;
 }
 
 describe('late commits', () => {
@@ -63,8 +63,12 @@ describe('late commits', () => {
       // Long enough for the gap watch on lateId (2 s) to expire: five more sweeps, one a second.
       const runs = (await info()).sweep!.runs;
       await waitFor(async () => (await info()).sweep!.runs >= runs + 5, { what: 'five sweeps', timeoutMs: 60_000 });
-      const held = BigInt((await info()).sweep!.floor);
+      const sweep = (await info()).sweep!;
+      const held = BigInt(sweep.floor);
       assert.ok(held < lateId, `floor ${held} must stay below the open writer's event ${lateId}`);
+      // Sweeps start at least a second apart, and the mark that holds was set by the first of these five
+      // or earlier: four intervals, less what that sweep's own query took.
+      assert.ok(sweep.floor_wait_s >= 3, `the floor has waited ${sweep.floor_wait_s} s`);
 
       const before = await sweptEvents();
       await writer.query('COMMIT');

@@ -52,3 +52,15 @@ test('the floor never moves down', () => {
     ['700', 40n, 31n, '600'],
   ]);
 });
+
+test('how long the next step waits: from the sweep that set the mark, while an older transaction stays open', () => {
+  const f = makeSweepFloor();
+  assert.equal(f.waitingMs(0), 0);
+  f.swept('100', 50n, 45n, 1_000); // mark set at 1 s
+  f.swept('200', 60n, 45n, 2_000); // xid 45 still open: the mark stays
+  f.swept('300', 70n, 45n, 3_000);
+  assert.equal(f.waitingMs(3_500), 2_500);
+  f.swept('400', 80n, 75n, 4_000); // it ended: a new mark at 4 s
+  assert.equal(f.floor, '100');
+  assert.equal(f.waitingMs(4_200), 200);
+});
