@@ -39,6 +39,14 @@ export interface MasterProcess {
   gcOver25ms: number;
 }
 
+type Diff = (series: string) => number;
+
+/** Observations of histogram `name` above bucket `le` over the window; `kind` picks the GC histogram's label. */
+function over(d: Diff, name: string, le: string, kind?: string): number {
+  const labels = kind === undefined ? '' : `,kind="${kind}"`;
+  return d(`${name}_count${kind === undefined ? '' : `{kind="${kind}"}`}`) - d(`${name}_bucket{le="${le}"${labels}}`);
+}
+
 /** The master process over the window; null when `after` has no process metrics (a node before them). */
 export function masterBetween(before: string, after: string): MasterProcess | null {
   if (!/^process_cpu_seconds_total /m.test(after)) return null;
@@ -50,10 +58,7 @@ export function masterBetween(before: string, after: string): MasterProcess | nu
     loopDelayMaxMs: value(after, 'nodejs_eventloop_lag_max_seconds') * 1000,
     gcMs: kinds.reduce((sum, k) => sum + gc(k, 'sum'), 0) * 1000,
     gcMajorMs: gc('major', 'sum') * 1000,
-    gcOver25ms: kinds.reduce(
-      (n, k) => n + gc(k, 'count') - d(`nodejs_gc_duration_seconds_bucket{le="0.025",kind="${k}"}`),
-      0,
-    ),
+    gcOver25ms: kinds.reduce((n, k) => n + over(d, 'nodejs_gc_duration_seconds', '0.025', k), 0),
   };
 }
 
@@ -66,16 +71,16 @@ export function walWritesBetween(before: string, after: string): WalWrites | nul
     writes,
     events: d('rppd_wal_events_written_total'),
     meanMs: (d('rppd_wal_write_seconds_sum') / writes) * 1000,
-    over25ms: writes - d('rppd_wal_write_seconds_bucket{le="0.025"}'),
-    over100ms: writes - d('rppd_wal_write_seconds_bucket{le="0.1"}'),
+    over25ms: over(d, 'rppd_wal_write_seconds', '0.025'),
+    over100ms: over(d, 'rppd_wal_write_seconds', '0.1'),
     visibilityWaitMs: d('rppd_wal_visibility_wait_seconds_total') * 1000,
     transactions: d('rppd_wal_transactions_written_total'),
     admitted: Object.fromEntries(
       ['read', 'handover', 'gap', 'sweep'].map((via) => [via, d(`rppd_events_admitted_total{via="${via}"}`)]),
     ),
-    receivedOver25ms: d('rppd_wal_received_lag_seconds_count') - d('rppd_wal_received_lag_seconds_bucket{le="0.025"}'),
-    writtenOver25ms: d('rppd_wal_written_lag_seconds_count') - d('rppd_wal_written_lag_seconds_bucket{le="0.025"}'),
-    receivedOver5ms: d('rppd_wal_received_lag_seconds_count') - d('rppd_wal_received_lag_seconds_bucket{le="0.005"}'),
-    writtenOver5ms: d('rppd_wal_written_lag_seconds_count') - d('rppd_wal_written_lag_seconds_bucket{le="0.005"}'),
+    receivedOver25ms: over(d, 'rppd_wal_received_lag_seconds', '0.025'),
+    writtenOver25ms: over(d, 'rppd_wal_written_lag_seconds', '0.025'),
+    receivedOver5ms: over(d, 'rppd_wal_received_lag_seconds', '0.005'),
+    writtenOver5ms: over(d, 'rppd_wal_written_lag_seconds', '0.005'),
   };
 }

@@ -37,7 +37,7 @@ interface Latencies {
   master?: MasterProcess | null;
 }
 
-export async function steadyInserts(url: string, rate: number, seconds: number, warmUp: number) {
+async function steadyInserts(url: string, rate: number, seconds: number, warmUp: number) {
   const clients = await Promise.all(
     Array.from({ length: CONNECTIONS }, async () => {
       const c = new pg.Client({ connectionString: url, application_name: 'rppd bench inserter' });

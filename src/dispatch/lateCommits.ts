@@ -21,7 +21,7 @@ export interface LateCommitsOptions {
 }
 
 export interface LateCommits {
-  /** A read after `from` returned `rows`: the ids between them that it did not return. */
+  /** A read after id `after` returned `rows`: the ids between them that it did not return. */
   noteSkipped(from: string, rows: EventRow[]): void;
   /** Whether `id` was skipped by a read and is still watched. */
   isWatched(id: string): boolean;
