@@ -9,14 +9,14 @@ import pg from 'pg';
 import { startPg } from '../../tests/support/pgServer.ts';
 import { makeContext } from '../context.ts';
 import { sql, waitForSink } from '../db.ts';
-import { machineBusySeconds, sleep, summarize } from '../measure.ts';
+import { machineBusySeconds, nowMs as now, sleep, summarize } from '../measure.ts';
 import { parseOptions } from '../options.ts';
 import { rppd } from '../systems/rppd.ts';
+import { steadyInserts } from '../workloads/w3Latency.ts';
 
 const rate = Number(process.env.RATE ?? 323);
 const seconds = Number(process.env.SECS ?? 30);
 const modes = (process.env.MODES ?? 'trigger,wal,trigger,wal').split(',') as ('trigger' | 'wal')[];
-const WRITERS = 8;
 const WAL_STAT = `SELECT wal_records::float8 AS records, wal_fpi::float8 AS fpi, wal_bytes::float8 AS bytes,
   wal_write::float8 AS writes, wal_sync::float8 AS syncs, wal_sync_time AS sync_ms FROM pg_stat_wal`;
 const ACTIVITY = `SELECT coalesce(nullif(application_name, ''), backend_type) AS who,
@@ -27,47 +27,6 @@ const ACTIVITY = `SELECT coalesce(nullif(application_name, ''), backend_type) AS
 interface Sample {
   at: number;
   rows: { who: string; wait: string }[];
-}
-
-const now = () => performance.timeOrigin + performance.now();
-
-/** Single-row INSERTs at `rate` from WRITERS connections: when each returned and how long it took. */
-async function write(url: string) {
-  const clients = await Promise.all(
-    Array.from({ length: WRITERS }, async () => {
-      const c = new pg.Client({ connectionString: url, application_name: 'writer' });
-      await c.connect();
-      return c;
-    }),
-  );
-  const free = [...clients];
-  const waiting: ((c: pg.Client) => void)[] = [];
-  const take = () => new Promise<pg.Client>((resolve) => (free.length ? resolve(free.pop()!) : waiting.push(resolve)));
-  const give = (c: pg.Client) => (waiting.length ? waiting.shift()!(c) : free.push(c));
-  const committed = new Map<string, number>();
-  const writes: { at: number; took: number }[] = [];
-  const total = Math.round(rate * seconds);
-  const inflight: Promise<void>[] = [];
-  const t0 = now();
-  for (let i = 0; i < total; i++) {
-    const wait = t0 + (i * 1000) / rate - now();
-    if (wait > 1) await sleep(wait);
-    const c = await take();
-    const sent = now();
-    const p = c
-      .query<{ id: string }>(`INSERT INTO src (k, payload) VALUES ($1, 'payload') RETURNING id`, [i % 1000])
-      .then((res) => {
-        const at = now();
-        committed.set(res.rows[0]!.id, at);
-        writes.push({ at, took: at - sent });
-      })
-      .finally(() => give(c));
-    inflight.push(p);
-    if (inflight.length > 1000) await Promise.all(inflight.splice(0, 500));
-  }
-  await Promise.all(inflight);
-  await Promise.all(clients.map((c) => c.end()));
-  return { committed, writes, total };
 }
 
 /** CPU seconds of each server process, summed by application name and backend type. */
@@ -131,7 +90,7 @@ try {
       await c.end();
     })();
     const t0 = now();
-    const { committed, writes, total } = await write(url);
+    const { committed, writes, total } = await steadyInserts(url, rate, seconds, 0);
     await waitForSink(url, total, { timeoutMs: 120_000 });
     sampling = false;
     await sampler;

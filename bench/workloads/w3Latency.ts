@@ -37,7 +37,11 @@ interface Latencies {
   master?: MasterProcess | null;
 }
 
-async function steadyInserts(url: string, rate: number, seconds: number, warmUp: number) {
+/**
+ * Single-row INSERTs into src at `rate` from CONNECTIONS connections for warm-up + measured
+ * seconds: when each measured INSERT returned (by event id) and how long it took (epoch ms).
+ */
+export async function steadyInserts(url: string, rate: number, seconds: number, warmUp: number) {
   const clients = await Promise.all(
     Array.from({ length: CONNECTIONS }, async () => {
       const c = new pg.Client({ connectionString: url, application_name: 'rppd bench inserter' });
