@@ -4,12 +4,11 @@
 // Samples pg_stat_activity every 5 ms, reads pg_stat_wal (with track_wal_io_timing) and the CPU of
 // each server process from /proc before and after each round.
 
-import { readFileSync } from 'node:fs';
 import pg from 'pg';
 import { startPg } from '../../tests/support/pgServer.ts';
 import { makeContext } from '../context.ts';
 import { sql, waitForSink } from '../db.ts';
-import { machineBusySeconds, nowMs as now, sleep, summarize } from '../measure.ts';
+import { cpuSeconds, machineBusySeconds, nowMs as now, sleep, summarize } from '../measure.ts';
 import { parseOptions } from '../options.ts';
 import { rppd } from '../systems/rppd.ts';
 import { steadyInserts } from '../workloads/w3Latency.ts';
@@ -38,24 +37,20 @@ async function serverCpu(url: string): Promise<Map<string, number>> {
   );
   const cpu = new Map<string, number>();
   for (const p of procs) {
-    let stat: string;
-    try {
-      stat = readFileSync(`/proc/${p.pid}/stat`, 'utf8');
-    } catch {
-      continue;
-    }
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     const key = `${String(p.who).slice(0, 22)} [${p.type}]`;
-    cpu.set(key, (cpu.get(key) ?? 0) + (Number(f[11]) + Number(f[12])) / 100);
+    cpu.set(key, (cpu.get(key) ?? 0) + cpuSeconds(Number(p.pid)));
   }
   return cpu;
 }
 
 function countWaits(samples: Sample[]): string {
   const counts = new Map<string, number>();
-  for (const s of samples)
-    for (const r of s.rows)
-      counts.set(`${r.who.slice(0, 20)} ${r.wait}`, (counts.get(`${r.who.slice(0, 20)} ${r.wait}`) ?? 0) + 1);
+  for (const s of samples) {
+    for (const r of s.rows) {
+      const key = `${r.who.slice(0, 20)} ${r.wait}`;
+      counts.set(key, (counts.get(key) ?? 0) + 1);
+    }
+  }
   return [...counts]
     .sort((a, b) => b[1] - a[1])
     .slice(0, 8)

@@ -22,7 +22,7 @@ export interface LateCommitsOptions {
 
 export interface LateCommits {
   /** A read after id `after` returned `rows`: the ids between them that it did not return. */
-  noteSkipped(from: string, rows: EventRow[]): void;
+  noteSkipped(after: string, rows: EventRow[]): void;
   /** Whether `id` was skipped by a read and is still watched. */
   isWatched(id: string): boolean;
   /** Skipped ids still watched: the loop polls fast while there are any. */
